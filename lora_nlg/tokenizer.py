@@ -9,6 +9,8 @@ import os
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
+from lora_nlg.errors import NLGError
+
 EOS_ID = 50256  # <|endoftext|>: also used as BOS and as the padding-free end marker
 VOCAB_FILES = ("encoder.json", "vocab.bpe")
 
@@ -20,11 +22,16 @@ class GPT2Tokenizer:
         paths = [os.path.join(vocab_dir, name) for name in VOCAB_FILES]
         for path in paths:
             if not os.path.isfile(path):
-                raise FileNotFoundError(f"{path}: GPT-2 vocabulary file missing (run data/prepare.py first)")
-        with open(paths[0], encoding="utf-8") as f:
-            vocab = json.load(f)
+                raise NLGError(f"{path}: GPT-2 vocabulary file missing (run data/prepare.py first)")
+        try:
+            with open(paths[0], encoding="utf-8") as f:
+                vocab = json.load(f)
+        except (ValueError, OSError) as err:
+            raise NLGError(f"{paths[0]}: not a GPT-2 encoder.json ({err})") from None
         with open(paths[1], encoding="utf-8") as f:
             merges = [tuple(line.split()) for line in f.read().split("\n")[1:] if line and not line.startswith("#")]
+        if not (isinstance(vocab, dict) and merges and all(len(pair) == 2 for pair in merges)):
+            raise NLGError(f"{vocab_dir}: encoder.json / vocab.bpe are not a GPT-2 vocabulary and merge list")
         bpe = models.BPE(vocab=vocab, merges=merges, fuse_unk=False)
         self._tok = Tokenizer(bpe)
         self._tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
