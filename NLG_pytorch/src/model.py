@@ -1,0 +1,215 @@
+"""GPT-2 with LoRA, computing what microsoft/LoRA examples/NLG/src/model.py computes.
+
+No dropout in the backbone (only on the LoRA branch input), tanh GELU and two-pass LayerNorm
+written out, fused q/k/v projection, attention written out, LM head tied to the token embedding.
+Parameters carry the canonical OpenAI GPT-2 names (`wte.weight`, `h.0.attn.c_attn.weight`, ...,
+`h.0.attn.c_attn.lora_A`), so loading is a key check plus a copy; there are no buffers.
+
+Batched decoding over prompts of different lengths uses LEFT padding: `left_pad[b]` pad tokens
+precede row b's prompt. Its position ids start at 0 at the first real token, and pad keys are
+masked in every later step too, so each row computes exactly what it would alone.
+
+    model = GPT2LMModel(config, lora)
+    model.load_weights({**init_gpt2_weights(config, seed), **init_lora_weights(config, lora, seed)})
+    hidden, presents = model(input_ids)                      # training: loss(hidden, target, mask)
+    hidden, past = model(prompt_ids, left_pad=n_pad)          # decoding: logits(hidden[:, -1]), then
+    hidden, past = model(next_ids[:, None], past=past, left_pad=n_pad)   # one token per step
+"""
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from lora import LoRAConv1D
+from lora_nlg.cards import LoRAConfig
+from lora_nlg.checkpoints import check_shapes
+
+MASKED_SCORE = -1e10  # the reference's fill: exp() gives exactly 0, and a row with no visible key stays finite
+LOSS_EPS = 1e-4  # the reference divides the masked loss sum by mask.sum() + 1e-4
+
+
+def gelu(x):
+    """GELU, tanh approximation (GPT-2's `gelu_new`)."""
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+
+
+class LayerNorm(nn.Module):
+    """Two-pass LayerNorm as the reference: mean, then the mean of squared deviations (eps inside the sqrt)."""
+
+    def __init__(self, n, eps):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(n))
+        self.bias = nn.Parameter(torch.zeros(n))
+        self.eps = eps
+
+    def forward(self, x):
+        mean = x.mean(-1, keepdim=True)
+        var = (x - mean).pow(2).mean(-1, keepdim=True)
+        x = (x - mean) / torch.sqrt(var + self.eps)
+        return self.weight * x + self.bias
+
+
+class Embedding(nn.Module):
+    """A lookup table `weight[ids]` (created as zeros: every model is loaded from numpy weights)."""
+
+    def __init__(self, n, dim):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(n, dim))
+
+    def forward(self, ids):
+        return self.weight[ids]
+
+
+def projection(n_in, n_out, lora, layer):
+    """The Conv1D named `layer` inside a block (a cards.LAYER_SLOTS key), with LoRA where `lora` targets it."""
+    return LoRAConv1D(n_in, n_out, lora.r, lora.alpha, lora.dropout, lora.enabled_slots(layer))
+
+
+class Attention(nn.Module):
+    """Causal multi-head self-attention with a key/value cache."""
+
+    def __init__(self, config, lora):
+        super().__init__()
+        self.n_head = config.n_head
+        self.n_embd = config.n_embd
+        self.c_attn = projection(config.n_embd, 3 * config.n_embd, lora, "attn.c_attn")
+        self.c_proj = projection(config.n_embd, config.n_embd, lora, "attn.c_proj")
+
+    def split_heads(self, x):
+        """[B, T, C] -> [B, n_head, T, head_dim]"""
+        b, t, c = x.shape
+        return x.reshape(b, t, self.n_head, c // self.n_head).permute(0, 2, 1, 3)
+
+    def forward(self, x, blocked, layer_past=None):
+        """x [B, T, C]; blocked [B|1, 1, T, S] True where a query may not see a key; layer_past (k, v) or None.
+
+        Returns the output [B, T, C] and present = (k, v), each [B, n_head, S, head_dim], S = past + T.
+        """
+        b, t, c = x.shape
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)
+        if layer_past is not None:
+            k = torch.cat([layer_past[0], k], dim=2)
+            v = torch.cat([layer_past[1], v], dim=2)
+        scores = (q @ k.permute(0, 1, 3, 2)) / math.sqrt(q.shape[-1])
+        probs = torch.softmax(scores.masked_fill(blocked, MASKED_SCORE), dim=-1)
+        y = (probs @ v).permute(0, 2, 1, 3).reshape(b, t, c)
+        return self.c_proj(y), (k, v)
+
+
+class MLP(nn.Module):
+    def __init__(self, config, lora):
+        super().__init__()
+        self.c_fc = projection(config.n_embd, 4 * config.n_embd, lora, "mlp.c_fc")
+        self.c_proj = projection(4 * config.n_embd, config.n_embd, lora, "mlp.c_proj")
+
+    def forward(self, x):
+        return self.c_proj(gelu(self.c_fc(x)))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block."""
+
+    def __init__(self, config, lora):
+        super().__init__()
+        self.ln_1 = LayerNorm(config.n_embd, config.layer_norm_epsilon)
+        self.attn = Attention(config, lora)
+        self.ln_2 = LayerNorm(config.n_embd, config.layer_norm_epsilon)
+        self.mlp = MLP(config, lora)
+
+    def forward(self, x, blocked, layer_past=None):
+        a, present = self.attn(self.ln_1(x), blocked, layer_past)
+        x = x + a
+        x = x + self.mlp(self.ln_2(x))
+        return x, present
+
+
+class GPT2LMModel(nn.Module):
+    """GPT-2 language model with optional LoRA (lora=None or r == 0: plain GPT-2, for full fine-tuning).
+
+    Parameters are created as zeros; load them with `load_weights` (numpy, canonical names).
+    """
+
+    def __init__(self, config, lora=None):
+        super().__init__()
+        lora = lora or LoRAConfig(r=0)
+        self.config = config
+        self.lora = lora
+        self.wte = Embedding(config.vocab_size, config.n_embd)
+        self.wpe = Embedding(config.n_positions, config.n_embd)
+        self.h = nn.ModuleList([Block(config, lora) for _ in range(config.n_layer)])
+        self.ln_f = LayerNorm(config.n_embd, config.layer_norm_epsilon)
+
+    def forward(self, input_ids, past=None, left_pad=None):
+        """Final hidden states (after ln_f) and the key/value cache.
+
+        input_ids [B, T] (long). past: the `presents` of the previous call (list of (k, v) per layer,
+        each [B, n_head, S_past, head_dim]), or None; reorder beams with `[(k[i], v[i]) for k, v in past]`.
+        left_pad: None, or long [B] = number of pad tokens at the start of each row, passed on every call
+        of one decode (reordered with the same index as past; pad ids may be anything, their keys are
+        never attended to).
+        Returns hidden [B, T, n_embd] and presents (k, v per layer, each [B, n_head, S_past + T, head_dim]).
+        """
+        past_len = 0 if past is None else past[0][0].shape[2]
+        t = input_ids.shape[1]
+        if past_len + t > self.config.n_positions:
+            raise ValueError(f"{past_len + t} tokens (left padding included) exceed n_positions={self.config.n_positions}")
+        positions, blocked = self.attention_layout(t, past_len, left_pad, input_ids.device)
+        x = self.wte(input_ids) + self.wpe(positions)
+        presents = []
+        for i, block in enumerate(self.h):
+            x, present = block(x, blocked, None if past is None else past[i])
+            presents.append(present)
+        return self.ln_f(x), presents
+
+    @staticmethod
+    def attention_layout(t, past_len, left_pad, device):
+        """Position ids [B|1, T] and blocked-key mask [B|1, 1, T, past_len + T] of the T new tokens.
+
+        Slot s of the cache holds the s-th token of the (padded) row. A query at slot q sees keys at
+        slots <= q (causal) that are not pads (slot >= left_pad); its position id is q - left_pad.
+        """
+        query_slot = torch.arange(past_len, past_len + t, device=device)
+        key_slot = torch.arange(past_len + t, device=device)
+        blocked = key_slot[None, :] > query_slot[:, None]  # [T, S]
+        if left_pad is None:
+            return query_slot[None, :], blocked[None, None]
+        positions = (query_slot[None, :] - left_pad[:, None]).clamp(min=0)  # pad slots get position 0
+        is_pad = key_slot[None, :] < left_pad[:, None]  # [B, S]
+        return positions, (blocked[None] | is_pad[:, None, :])[:, None]
+
+    def logits(self, hidden):
+        """hidden [..., n_embd] -> logits [..., vocab] with the tied head (hidden @ wte.T)."""
+        return hidden @ self.wte.weight.t()
+
+    def loss(self, hidden, target, mask, label_smooth=0.0):
+        """The reference's masked LM loss, computing logits only where mask > 0.
+
+        hidden [B, T, C] from forward; target [B, T] next-token ids (the shift is done in the data);
+        mask [B, T] float weights (1 on completion tokens, 0 elsewhere). Per position:
+        (1 - eps) * nll + eps * mean over the vocabulary of -log p (eps = label_smooth), times mask,
+        summed and divided by mask.sum() + 1e-4. Returns (loss, number of positions with mask > 0).
+        """
+        flat_mask = mask.reshape(-1)
+        index = torch.nonzero(flat_mask > 0).reshape(-1)
+        h = hidden.reshape(-1, hidden.shape[-1])[index]
+        logprobs = torch.log_softmax(self.logits(h), dim=-1)
+        per_token = -logprobs.gather(1, target.reshape(-1)[index][:, None]).reshape(-1)
+        if label_smooth > 0:
+            per_token = (1.0 - label_smooth) * per_token + label_smooth * (-logprobs.mean(dim=-1))
+        loss = (per_token * flat_mask[index]).sum() / (flat_mask.sum() + LOSS_EPS)
+        return loss, int(index.shape[0])
+
+    def load_weights(self, weights, source="weights"):
+        """Copy canonical numpy arrays into the parameters; names and shapes must match all parameters exactly."""
+        params = dict(self.named_parameters())
+        check_shapes({n: tuple(p.shape) for n, p in params.items()}, {n: w.shape for n, w in weights.items()}, source)
+        with torch.no_grad():
+            for name, param in params.items():
+                param.copy_(torch.from_numpy(np.ascontiguousarray(weights[name], dtype=np.float32)))
+
+    def numpy_weights(self, names=None):
+        """Canonical name -> float32 numpy copy of the parameters (all, or just `names`)."""
+        params = dict(self.named_parameters())
+        return {n: params[n].detach().cpu().numpy().copy() for n in (params if names is None else names)}
