@@ -1,0 +1,9 @@
+"""Predictions (token ids) -> the official scorers' reference / prediction files.
+
+Framework-free, so identical in both trees: all logic is in lora_nlg/decode.py (see its --help).
+"""
+from lora_nlg.decode import main
+from lora_nlg.errors import run_cli
+
+if __name__ == "__main__":
+    run_cli(main)

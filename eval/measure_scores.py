@@ -1,0 +1,34 @@
+"""E2E metrics, printed exactly as tuetschek/e2e-metrics `measure_scores.py -p` prints them.
+
+    python eval/measure_scores.py REF PRED [--json OUT]
+
+REF: the references of each input one per line, inputs separated by a blank line (what
+gpt2_decode.py --ref_type e2e writes). PRED: one prediction per input. Needs Java (METEOR 1.5 and
+the Stanford PTB tokenizer, both from pycocoevalcap's jars).
+"""
+import argparse
+import json
+
+from lora_nlg.errors import run_cli
+from lora_nlg.files import atomic_open
+from lora_nlg.metrics.e2e import e2e_scores, format_scores, read_predictions, read_references
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 2)[2])
+    parser.add_argument("ref_file", help="references: one per line, a blank line between inputs")
+    parser.add_argument("pred_file", help="predictions: one line per input")
+    parser.add_argument("--json", metavar="OUT", help="also write the unrounded scores as JSON")
+    args = parser.parse_args(argv)
+    references = read_references(args.ref_file)
+    predictions = read_predictions(args.pred_file, len(references))
+    scores = e2e_scores(references, predictions)
+    print(format_scores(scores), end="")
+    if args.json:
+        with atomic_open(args.json) as f:
+            json.dump(scores, f, indent=2)
+            f.write("\n")
+
+
+if __name__ == "__main__":
+    run_cli(main)

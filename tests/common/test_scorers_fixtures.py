@@ -1,0 +1,44 @@
+"""The scorer CLIs print exactly what the official scorers printed on the shared fixtures.
+
+Expected values: shared/scorer_fixtures/README.md (official e2e-metrics `measure_scores.py -p` and
+GenerationEval `eval.py` runs on these files). Needs Java, as the official scorers do.
+"""
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+FIXTURES = ROOT.parent / "shared" / "scorer_fixtures"
+
+
+def run_cli(script, *args):
+    return subprocess.run([sys.executable, str(ROOT / "eval" / script), *map(str, args)],
+                          capture_output=True, text=True, cwd=ROOT)
+
+
+def test_measure_scores_prints_the_official_e2e_block(tmp_path):
+    result = run_cli("measure_scores.py", FIXTURES / "e2e" / "refs.txt", FIXTURES / "e2e" / "preds.txt",
+                     "--json", tmp_path / "scores.json")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ("SCORES:\n==============\nBLEU: 0.7203\nNIST: 7.7889\nMETEOR: 0.4801\n"
+                             "ROUGE_L: 0.7910\nCIDEr: 2.3039\n\n")
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert list(scores) == ["BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr"]
+    assert scores["NIST"] == pytest.approx(7.7889, abs=5e-5)
+
+
+def test_generation_eval_matches_official_dart_values(tmp_path):
+    dart = FIXTURES / "dart"
+    result = run_cli("generation_eval.py", "-R", dart / "reference", "-H", dart / "hypothesis", "-nr", 3,
+                     "-m", "bleu,meteor,ter,chrf++", "--json", tmp_path / "scores.json")
+    assert result.returncode == 0, result.stderr
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert scores["bleu"] == 46.64
+    assert round(scores["bleu_nltk"], 6) == 0.464061
+    assert round(scores["meteor"], 6) == 0.376829
+    assert round(scores["ter"], 6) == 0.511369
+    assert round(scores["chrf++"], 6) == 0.628864
+    assert "BLEU       46.64" in result.stdout.splitlines()
