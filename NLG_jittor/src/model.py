@@ -1,0 +1,251 @@
+"""GPT-2 with LoRA, computing what microsoft/LoRA examples/NLG/src/model.py computes.
+
+No dropout in the backbone (only on the LoRA branch input), tanh GELU and two-pass LayerNorm
+written out, fused q/k/v projection, attention written out, LM head tied to the token embedding.
+Parameters carry the canonical OpenAI GPT-2 names (`wte.weight`, `h.0.attn.c_attn.weight`, ...,
+`h.0.attn.c_attn.lora_A`), so loading is a key check plus a copy; there are no buffers (in Jittor every
+Var attribute not starting with "_" is a parameter, so the model keeps no other Var).
+
+The Jittor mirror of NLG_pytorch/src/model.py: the same classes and lines, with `execute` for `forward`.
+LayerNorm and GELU are written out because jt.nn's are the E[x^2] - E[x]^2 and erf forms, softmax and
+log_softmax because jt.nn's differentiate through their max shift; `train()` / `eval()` only switch LoRA
+dropout, as torch's do (Jittor's would also stop and restart gradients).
+
+Batched decoding over prompts of different lengths uses LEFT padding: `left_pad[b]` pad tokens
+precede row b's prompt. Its position ids start at 0 at the first real token, and pad keys are
+masked in every later step too, so each row computes exactly what it would alone.
+
+    model = GPT2LMModel(config, lora)
+    model.load_weights({**init_gpt2_weights(config, seed), **init_lora_weights(config, lora, seed)})
+    hidden, presents = model(input_ids)                      # training: loss(hidden, target, mask)
+    hidden, past = model(prompt_ids, left_pad=n_pad)          # decoding: logits(hidden[:, -1]), then
+    hidden, past = model(next_ids[:, None], past=past, left_pad=n_pad)   # one token per step
+"""
+import math
+
+import numpy as np
+
+from jittor_env import jt
+from lora import LoRAConv1D
+from lora_nlg.cards import LoRAConfig
+from lora_nlg.checkpoints import check_shapes
+
+nn = jt.nn
+
+MASKED_SCORE = -1e10  # the reference's fill: exp() gives exactly 0, and a row with no visible key stays finite
+LOSS_EPS = 1e-4  # the reference divides the masked loss sum by mask.sum() + 1e-4
+
+
+def gelu(x):
+    """GELU, tanh approximation (GPT-2's `gelu_new`; jt.nn.gelu is the erf form)."""
+    return 0.5 * x * (1.0 + jt.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * jt.pow(x, 3.0))))
+
+
+def softmax(x):
+    """Softmax over the last dimension, shifted by the row max as a constant (see log_softmax)."""
+    shifted = (x - x.max(-1, keepdims=True).stop_grad()).exp()
+    return shifted / shifted.sum(-1, keepdims=True)
+
+
+def log_softmax(x):
+    """Log-softmax over the last dimension (the vocabulary), with gradients accurate to float32.
+
+    Two Jittor-specific steps: the row max is a constant shift (jt.nn.log_softmax differentiates through
+    it, so the float32 rounding of a 50257-term sum, ~1e-3, lands on each row's top logit), and the
+    row sums run in float64 (Jittor's float32 sums over 50257 terms put the LoRA gradients ~2e-5 from
+    float64, torch's ~1e-6; in float64 Jittor's are ~1e-6 too, for ~20 ms of a ~300 ms gpt2.tiny step)."""
+    x = x.float64()
+    shifted = x - x.max(-1, keepdims=True).stop_grad()
+    return (shifted - shifted.exp().sum(-1, keepdims=True).log()).float32()
+
+
+class LayerNorm(nn.Module):
+    """Two-pass LayerNorm as the reference: mean, then the mean of squared deviations (eps inside the sqrt).
+
+    jt.nn.LayerNorm computes the variance as E[x^2] - E[x]^2, which cancels badly for large means."""
+
+    def __init__(self, n, eps):
+        super().__init__()
+        self.weight = jt.ones(n)
+        self.bias = jt.zeros(n)
+        self.eps = eps
+
+    def execute(self, x):
+        mean = x.mean(-1, keepdims=True)
+        var = (x - mean).pow(2).mean(-1, keepdims=True)
+        x = (x - mean) / jt.sqrt(var + self.eps)
+        return self.weight * x + self.bias
+
+
+class Embedding(nn.Module):
+    """A lookup table `weight[ids]` (created as zeros: every model is loaded from numpy weights)."""
+
+    def __init__(self, n, dim):
+        super().__init__()
+        self.weight = jt.zeros(n, dim)
+
+    def execute(self, ids):
+        return self.weight[ids]
+
+
+def projection(n_in, n_out, lora, layer):
+    """The Conv1D named `layer` inside a block (a cards.LAYER_SLOTS key), with LoRA where `lora` targets it."""
+    return LoRAConv1D(n_in, n_out, lora.r, lora.alpha, lora.dropout, lora.enabled_slots(layer))
+
+
+class Attention(nn.Module):
+    """Causal multi-head self-attention with a key/value cache."""
+
+    def __init__(self, config, lora):
+        super().__init__()
+        self.n_head = config.n_head
+        self.n_embd = config.n_embd
+        self.c_attn = projection(config.n_embd, 3 * config.n_embd, lora, "attn.c_attn")
+        self.c_proj = projection(config.n_embd, config.n_embd, lora, "attn.c_proj")
+
+    def split_heads(self, x):
+        """[B, T, C] -> [B, n_head, T, head_dim]"""
+        b, t, c = x.shape
+        return x.reshape(b, t, self.n_head, c // self.n_head).permute(0, 2, 1, 3)
+
+    def execute(self, x, blocked, layer_past=None):
+        """x [B, T, C]; blocked [B|1, 1, T, S] True where a query may not see a key; layer_past (k, v) or None.
+
+        Returns the output [B, T, C] and present = (k, v), each [B, n_head, S, head_dim], S = past + T.
+        """
+        b, t, c = x.shape
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)
+        if layer_past is not None:
+            k = jt.concat([layer_past[0], k], dim=2)
+            v = jt.concat([layer_past[1], v], dim=2)
+        scores = (q @ k.permute(0, 1, 3, 2)) / math.sqrt(q.shape[-1])
+        probs = softmax(scores.masked_fill(blocked, MASKED_SCORE))
+        y = (probs @ v).permute(0, 2, 1, 3).reshape(b, t, c)
+        return self.c_proj(y), (k, v)
+
+
+class MLP(nn.Module):
+    def __init__(self, config, lora):
+        super().__init__()
+        self.c_fc = projection(config.n_embd, 4 * config.n_embd, lora, "mlp.c_fc")
+        self.c_proj = projection(4 * config.n_embd, config.n_embd, lora, "mlp.c_proj")
+
+    def execute(self, x):
+        return self.c_proj(gelu(self.c_fc(x)))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block."""
+
+    def __init__(self, config, lora):
+        super().__init__()
+        self.ln_1 = LayerNorm(config.n_embd, config.layer_norm_epsilon)
+        self.attn = Attention(config, lora)
+        self.ln_2 = LayerNorm(config.n_embd, config.layer_norm_epsilon)
+        self.mlp = MLP(config, lora)
+
+    def execute(self, x, blocked, layer_past=None):
+        a, present = self.attn(self.ln_1(x), blocked, layer_past)
+        x = x + a
+        x = x + self.mlp(self.ln_2(x))
+        return x, present
+
+
+class GPT2LMModel(nn.Module):
+    """GPT-2 language model with optional LoRA (lora=None or r == 0: plain GPT-2, for full fine-tuning).
+
+    Parameters are created as zeros; load them with `load_weights` (numpy, canonical names).
+    """
+
+    def __init__(self, config, lora=None):
+        super().__init__()
+        lora = lora or LoRAConfig(r=0)
+        self.config = config
+        self.lora = lora
+        self.wte = Embedding(config.vocab_size, config.n_embd)
+        self.wpe = Embedding(config.n_positions, config.n_embd)
+        self.h = nn.ModuleList([Block(config, lora) for _ in range(config.n_layer)])
+        self.ln_f = LayerNorm(config.n_embd, config.layer_norm_epsilon)
+
+    def train(self, mode=True):
+        """Switch LoRA dropout on (off with mode=False) and nothing else: jt.Module.train / eval would also
+        stop and restart gradients, undoing set_trainable (torch's leave requires_grad alone)."""
+        for module in self.modules():
+            module.is_train = mode
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def execute(self, input_ids, past=None, left_pad=None):
+        """Final hidden states (after ln_f) and the key/value cache.
+
+        input_ids [B, T] (int Var). past: the `presents` of the previous call (list of (k, v) per layer,
+        each [B, n_head, S_past, head_dim]), or None; reorder beams with `[(k[i], v[i]) for k, v in past]`.
+        left_pad: None, or int Var [B] = number of pad tokens at the start of each row, passed on every call
+        of one decode (reordered with the same index as past; pad ids may be anything, their keys are
+        never attended to).
+        Returns hidden [B, T, n_embd] and presents (k, v per layer, each [B, n_head, S_past + T, head_dim]).
+        """
+        past_len = 0 if past is None else past[0][0].shape[2]
+        t = input_ids.shape[1]
+        if past_len + t > self.config.n_positions:
+            raise ValueError(f"{past_len + t} tokens (left padding included) exceed n_positions={self.config.n_positions}")
+        positions, blocked = self.attention_layout(t, past_len, left_pad)
+        x = self.wte(input_ids) + self.wpe(positions)
+        presents = []
+        for i, block in enumerate(self.h):
+            x, present = block(x, blocked, None if past is None else past[i])
+            presents.append(present)
+        return self.ln_f(x), presents
+
+    @staticmethod
+    def attention_layout(t, past_len, left_pad):
+        """Position ids [B|1, T] and blocked-key mask [B|1, 1, T, past_len + T] of the T new tokens.
+
+        Slot s of the cache holds the s-th token of the (padded) row. A query at slot q sees keys at
+        slots <= q (causal) that are not pads (slot >= left_pad); its position id is q - left_pad.
+        """
+        query_slot = jt.arange(past_len, past_len + t)
+        key_slot = jt.arange(past_len + t)
+        blocked = key_slot[None, :] > query_slot[:, None]  # [T, S]
+        if left_pad is None:
+            return query_slot[None, :], blocked[None, None]
+        positions = (query_slot[None, :] - left_pad[:, None]).clamp(min_v=0)  # pad slots get position 0
+        is_pad = key_slot[None, :] < left_pad[:, None]  # [B, S]
+        return positions, (blocked[None] | is_pad[:, None, :])[:, None]
+
+    def logits(self, hidden):
+        """hidden [..., n_embd] -> logits [..., vocab] with the tied head (hidden @ wte.T)."""
+        return hidden @ self.wte.weight.t()
+
+    def loss(self, hidden, target, mask, label_smooth=0.0):
+        """The reference's masked LM loss, computing logits only where mask > 0.
+
+        hidden [B, T, C] from forward; target [B, T] next-token ids (the shift is done in the data);
+        mask [B, T] float weights (1 on completion tokens, 0 elsewhere). Per position:
+        (1 - eps) * nll + eps * mean over the vocabulary of -log p (eps = label_smooth), times mask,
+        summed and divided by mask.sum() + 1e-4. Returns (loss, number of positions with mask > 0).
+        """
+        flat_mask = mask.reshape(-1)
+        index = jt.nonzero(flat_mask > 0).reshape(-1)
+        h = hidden.reshape(-1, hidden.shape[-1])[index]
+        logprobs = log_softmax(self.logits(h))
+        per_token = -logprobs.gather(1, target.reshape(-1)[index][:, None]).reshape(-1)
+        if label_smooth > 0:
+            per_token = (1.0 - label_smooth) * per_token + label_smooth * (-logprobs.mean(-1))
+        loss = (per_token * flat_mask[index]).sum() / (flat_mask.sum() + LOSS_EPS)
+        return loss, int(index.shape[0])
+
+    def load_weights(self, weights, source="weights"):
+        """Copy canonical numpy arrays into the parameters; names and shapes must match all parameters exactly."""
+        params = dict(self.named_parameters())
+        check_shapes({n: tuple(p.shape) for n, p in params.items()}, {n: w.shape for n, w in weights.items()}, source)
+        for name, param in params.items():  # Var.update detaches by itself (inside jt.no_grad it would also freeze)
+            param.update(jt.array(np.ascontiguousarray(weights[name], dtype=np.float32)))
+
+    def numpy_weights(self, names=None):
+        """Canonical name -> float32 numpy copy of the parameters (all, or just `names`)."""
+        params = dict(self.named_parameters())
+        return {n: params[n].numpy().copy() for n in (params if names is None else names)}
