@@ -1,0 +1,88 @@
+"""Batched beam search with a LoRA GPT-2 (merged for speed): each unique test input decoded once.
+
+    cd NLG_pytorch && python src/gpt2_beam.py --data ../data/e2e/sampled_18pct/test.jsonl \
+        --init_checkpoint ../pretrained_checkpoints/gpt2-medium.safetensors \
+        --lora_checkpoint ../trained_models/e2e/model.26290 --batch_size 16 --seq_len 512 --eval_len 64 \
+        --beam 10 --length_penalty 0.8 --no_repeat_ngram_size 4 --repetition_penalty 1.0 --eos_token_id 628 \
+        --work_dir ../trained_models/e2e --output_file predict.26290.jsonl
+
+Computes what microsoft/LoRA's gpt2_beam.py computes (rules: lora_nlg/beam.py; flags:
+lora_nlg/beam_cli.py), faster: examples are batched with LEFT padding (so every row's next token
+sits in the last column) on top of the beams, the prompt runs once per example instead of once per
+beam, logits are computed for the last position only, and examples leave the batch as soon as their
+result is final. This file only runs the model and picks the top-k candidates; the bookkeeping is
+lora_nlg.beam.BeamBook, shared with the Jittor tree.
+"""
+import torch
+
+from lora import merge_lora
+from lora_nlg.beam import BeamBook
+from lora_nlg.beam_cli import load_decoding_model, parse_args, run
+from lora_nlg.errors import run_cli
+from model import GPT2LMModel
+
+
+def resolve_device(name):
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_model(decoding, device):
+    """GPT2LMModel holding the decoding weights, LoRA merged into the base (one matmul per projection)."""
+    model = GPT2LMModel(decoding.config, decoding.lora)
+    model.load_weights(decoding.weights)
+    merge_lora(model)
+    return model.to(device).eval()
+
+
+def as_tensor(array, device):
+    return torch.from_numpy(array).to(device)
+
+
+def penalize(logits, book, repetition_penalty):
+    """The reference's order: repetition penalty on the raw logits, then -inf on banned tokens."""
+    if repetition_penalty != 1.0:
+        rows, tokens = (as_tensor(a, logits.device) for a in book.repeated_pairs())
+        seen = logits[rows, tokens]
+        logits[rows, tokens] = torch.where(seen < 0, seen * repetition_penalty, seen / repetition_penalty)
+    rows, tokens = (as_tensor(a, logits.device) for a in book.banned_pairs())
+    logits[rows, tokens] = float("-inf")
+    return logits
+
+
+@torch.no_grad()
+def beam_search(model, batch, settings):
+    """Generated ids of each input of a lora_nlg.batching.QueryBatch (beam 1: greedy decoding)."""
+    device = model.wte.weight.device
+    book = BeamBook(settings, len(batch.ids), model.config.vocab_size)
+    tokens = as_tensor(batch.left_padded(), device)
+    left_pad = tokens.shape[1] - as_tensor(batch.lengths, device)
+    past = None
+    while True:
+        hidden, past = model(tokens, past=past, left_pad=left_pad)
+        logits = penalize(model.logits(hidden[:, -1]), book, settings.repetition_penalty)
+        logprobs = torch.log_softmax(logits, dim=-1)
+        scores = as_tensor(book.scores, device)  # [examples, rows per example]
+        candidates = (scores[:, :, None] + logprobs.reshape(*scores.shape, -1)).reshape(scores.shape[0], -1)
+        values, indices = torch.topk(candidates, settings.beam, dim=1)
+        parents = book.advance(values.cpu().numpy(), indices.cpu().numpy())
+        if book.finished:
+            return book.predictions()
+        parents = as_tensor(parents, device)
+        past = [(k[parents], v[parents]) for k, v in past]
+        left_pad = left_pad[parents]
+        tokens = as_tensor(book.last_tokens(), device)[:, None]
+
+
+def main(argv=None):
+    args = parse_args(argv, framework="pytorch")
+    decoding = load_decoding_model(args)
+    device = resolve_device(args.device)
+    model = build_model(decoding, device)
+    print(f"model: {decoding.description}; device {device}")
+    return run(args, lambda batch: beam_search(model, batch, args.settings))
+
+
+if __name__ == "__main__":
+    run_cli(main)

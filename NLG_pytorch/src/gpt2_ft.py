@@ -1,0 +1,132 @@
+"""Fine-tune GPT-2 with LoRA: the PyTorch tensor work under the shared loop of lora_nlg.train_loop.
+
+Flags (microsoft/LoRA's, defaults = its README E2E command) are in lora_nlg.train_cli, the loop,
+logs and resumable state in lora_nlg; this file only runs the model, gradients and optimizer.
+
+    cd NLG_pytorch && python src/gpt2_ft.py --train_data ../data/e2e/sampled_18pct/train.jsonl \\
+        --valid_data ../data/e2e/sampled_18pct/valid.jsonl --work_dir ../trained_models/e2e ...
+"""
+import contextlib
+import io
+
+import numpy as np
+import torch
+
+from lora import report_trainable, set_trainable, trainable_state_dict
+from lora_nlg.checkpoints import check_shapes
+from lora_nlg.train_cli import TrainConfigError
+from lora_nlg.train_loop import main
+from model import GPT2LMModel
+from optim import AdamW, clip_grad_norm
+
+
+def pick_device(name):
+    """`auto` is cuda when torch sees a GPU, else cpu; asking for cuda without one is an error."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise TrainConfigError(f"--device {name}: torch sees no CUDA device")
+    return torch.device(name)
+
+
+class TrainEngine:
+    """Model, trainable parameters and AdamW of one run on one device (the interface: lora_nlg.train_loop)."""
+    framework = "pytorch"
+
+    def __init__(self, config, lora, weights, args):
+        self.device = pick_device(args.device)
+        self.autocast_dtype = torch.float16 if args.fp16 else torch.bfloat16 if args.bf16 else None
+        if self.autocast_dtype is not None and self.device.type != "cuda":
+            raise TrainConfigError("--fp16/--bf16 autocast runs on CUDA only; on CPU train in float32 (drop the flag)")
+        torch.manual_seed(args.random_seed)
+        self.model = GPT2LMModel(config, lora)
+        self.model.load_weights(weights, args.init_checkpoint or "initial weights")
+        self.model.to(self.device)
+        self.model.train()
+        set_trainable(self.model, lora)
+        self.trainable = trainable_state_dict(self.model)
+        self.optimizer = AdamW(self.trainable.items(), betas=(args.adam_beta1, args.adam_beta2),
+                               eps=args.adam_epsilon, weight_decay=args.weight_decay, correct_bias=args.correct_bias)
+        self.label_smooth = args.label_smooth
+        self.config, self.lora = config, lora
+
+    def trainable_report(self):
+        text = io.StringIO()
+        report_trainable(self.model, self.config, self.lora, file=text)
+        return text.getvalue().rstrip("\n")
+
+    def seed(self, seed):
+        torch.manual_seed(seed)
+
+    def autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def tensors(self, batch):
+        return (torch.from_numpy(batch.input).to(self.device), torch.from_numpy(batch.target).to(self.device),
+                torch.from_numpy(batch.mask).to(self.device))
+
+    def train_batch(self, batch, weight):
+        """Forward, then backward of loss * weight: gradients add up until `update`. Returns the loss."""
+        inputs, target, mask = self.tensors(batch)
+        with self.autocast():
+            hidden, _ = self.model(inputs)
+            loss, _ = self.model.loss(hidden, target, mask, self.label_smooth)
+        (loss * weight).backward()
+        return loss.item()
+
+    def update(self, lr, clip, loss_scale=None):
+        """Clip and take one AdamW step, then clear the gradients. With `loss_scale` (fp16) gradients are
+        unscaled first and an overflowed update is skipped: returns False."""
+        params = list(self.trainable.values())
+        if loss_scale is not None:
+            grads = [p.grad for p in params if p.grad is not None]
+            for g in grads:
+                g.div_(loss_scale)
+            if not all(bool(torch.isfinite(g).all()) for g in grads):
+                self.optimizer.zero_grad()
+                return False
+        if clip > 0:
+            clip_grad_norm(params, clip)
+        self.optimizer.step(lr)
+        self.optimizer.zero_grad()
+        return True
+
+    @torch.no_grad()
+    def eval_losses(self, batches):
+        """Per-batch mean loss without label smoothing, in eval mode (no LoRA dropout)."""
+        self.model.eval()
+        losses = []
+        for batch in batches:
+            inputs, target, mask = self.tensors(batch)
+            with self.autocast():
+                hidden, _ = self.model(inputs)
+                loss, _ = self.model.loss(hidden, target, mask)
+            losses.append(loss.item())
+        self.model.train()
+        return losses
+
+    def trainable_arrays(self):
+        return self.model.numpy_weights(self.trainable)
+
+    def state(self):
+        grads = {n: p.grad.detach().cpu().numpy().copy() for n, p in self.trainable.items() if p.grad is not None}
+        return {"param": self.trainable_arrays(), "optim": self.optimizer.state_arrays(), "grad": grads}
+
+    def load_state(self, groups, source):
+        """Restore `state()`: trainable weights, optimizer moments and any gradients accumulated so far."""
+        shapes = {n: tuple(p.shape) for n, p in self.trainable.items()}
+        check_shapes(shapes, {n: v.shape for n, v in groups["param"].items()}, source)
+        if groups["grad"]:
+            check_shapes(shapes, {n: v.shape for n, v in groups["grad"].items()}, source)
+        with torch.no_grad():
+            for name, param in self.trainable.items():
+                param.copy_(torch.from_numpy(np.asarray(groups["param"][name], dtype=np.float32)))
+        self.optimizer.load_state_arrays(groups["optim"], source)
+        for name, grad in groups["grad"].items():
+            self.trainable[name].grad = torch.from_numpy(np.asarray(grad, dtype=np.float32)).to(self.device)
+
+
+if __name__ == "__main__":
+    main(TrainEngine)

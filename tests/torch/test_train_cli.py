@@ -1,0 +1,281 @@
+"""gpt2_ft.py end to end on a synthetic dataset: logs, checkpoints, resume, divergence, errors.
+
+The runs use a micro GPT-2 card (vocabulary 512, width 32, 2 layers) registered for this module, so
+a step takes milliseconds; everything else is the real command."""
+import math
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import gpt2_ft
+from lora_nlg import cards, logs
+from lora_nlg.batching import TrainBatches, eval_batches, load_encoded
+from lora_nlg.cards import GPT2Config, LoRAConfig
+from lora_nlg.checkpoints import load_adapter, save_safetensors
+from lora_nlg.init_weights import init_gpt2_weights, init_lora_weights
+from lora_nlg.jsonl import write_jsonl
+from lora_nlg.schedules import lr_at
+from lora_nlg.train_cli import parse_args
+from lora_nlg.train_state import load_train_state
+from model import GPT2LMModel
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+SEED = 110
+MICRO = GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=512, n_positions=64)
+
+
+@pytest.fixture(autouse=True)
+def micro_card(monkeypatch):
+    monkeypatch.setitem(cards.CARDS, "gpt2.micro", MICRO)
+
+
+def write_dataset(path, n, seed):
+    rng = np.random.default_rng(seed)
+    write_jsonl(path, [{"context": rng.integers(1, 512, rng.integers(4, 16)).tolist(),
+                        "completion": rng.integers(1, 512, rng.integers(3, 10)).tolist()} for _ in range(n)])
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("data")
+    return write_dataset(folder / "train.jsonl", 16, 0), write_dataset(folder / "valid.jsonl", 6, 1)
+
+
+def argv(data, work_dir, *extra, card="gpt2.micro"):
+    return ["--train_data", str(data[0]), "--valid_data", str(data[1]), "--work_dir", str(work_dir),
+            "--model_card", card, "--train_batch_size", "4", "--valid_batch_size", "4", "--seq_len", "32",
+            "--warmup_step", "2", "--lr", "0.01", "--random_seed", str(SEED), *extra]
+
+
+def train(args, engine=gpt2_ft.TrainEngine):
+    gpt2_ft.main(engine, args)
+
+
+def events(work_dir, kind, name="log.jsonl"):
+    return [e for e in logs.read_log(pathlib.Path(work_dir) / name) if e["type"] == kind]
+
+
+def reference_train_line(e):
+    """microsoft/LoRA gpt2_ft.py's train line (with the space before '| ms/batch' of its current version)."""
+    return (f"| epoch {e['epoch']:3d} step {e['step']:>8d} | {e['batch']:>6d} batches | lr {e['lr']:.3g} "
+            f"| ms/batch {e['ms_per_batch']:5.2f} | loss {e['loss']:5.2f} | avg loss {e['avg_loss']:5.2f} "
+            f"| ppl {math.exp(e['avg_loss']):5.2f}")
+
+
+def reference_eval_line(e):
+    return (f"| Eval {e['eval']:3d} at step {e['step']:>8d} | time: {e['time_s']:5.2f}s "
+            f"| valid loss {e['valid_loss']:5.2f} | valid ppl {e['valid_ppl']:5.2f} | best ppl {e['best_ppl']:5.2f} ")
+
+
+def test_two_epochs_write_reference_logs_jsonl_and_loadable_checkpoints(data, tmp_path):
+    train(argv(data, tmp_path, "--max_epoch", "2", "--log_interval", "2", "--eval_interval", "3",
+               "--save_interval", "3"))
+    lines = (tmp_path / "log.txt").read_text().splitlines()
+    train_events, eval_events = events(tmp_path, "train"), events(tmp_path, "eval")
+    # 16 examples / batch 4 = 4 batches per epoch: evals and saves every 3 steps and at each epoch end
+    assert [e["step"] for e in train_events] == [2, 4, 6, 8]
+    assert [(e["step"], e["epoch"]) for e in eval_events] == [(3, 1), (4, 1), (6, 2), (8, 2)]
+    assert [line for line in lines if line.startswith("| epoch")] == [reference_train_line(e) for e in train_events]
+    for e in eval_events:
+        at = lines.index(reference_eval_line(e))
+        assert lines[at - 1] == lines[at + 1] == "-" * 100
+    saved = [f"saving checkpoint {tmp_path}/model.{step}.safetensors" for step in (3, 4, 6, 8)]
+    assert [line for line in lines if line.startswith("saving checkpoint") and "best" not in line] == saved
+    assert lines[-2:] == ["-" * 100, "End of training"]
+    assert any(line.startswith("trainable parameters: 1,024 of ") for line in lines)
+    # the text log parses back to the jsonl numbers (at the printed precision)
+    assert [(e["step"], round(e["avg_loss"], 2)) for e in train_events] == \
+           [(e["step"], e["avg_loss"]) for e in events(tmp_path, "train", "log.txt")]
+
+    # jsonl numbers: schedule, real tokens per batch of the shuffled epochs, speed
+    examples = load_encoded(data[0])
+    batches = TrainBatches(examples, 4, 32, SEED)
+    real = [b.n_real_tokens for epoch in (1, 2) for b in batches.epoch(epoch)]
+    for e in train_events:
+        assert e["lr"] == lr_at(e["step"] - 1, 0.01, "linear", 2, 8)
+        assert e["real_tokens_per_batch"] == np.mean(real[e["step"] - 2:e["step"]])
+        assert e["tokens_per_s"] > 0 and e["ms_per_batch"] > 0
+        assert e["padded_tokens_per_batch"] >= e["real_tokens_per_batch"]
+    best = min(eval_events, key=lambda e: e["valid_loss"])
+    assert eval_events[-1]["best_step"] == best["step"] and eval_events[-1]["best_ppl"] == best["valid_ppl"]
+
+    # adapters hold the LoRA tensors of their step; the state holds the latest
+    state, groups = load_train_state(tmp_path / "train_state.safetensors")
+    assert (state.step, state.epoch, state.batch, state.n_evals) == (8, 2, 4, 4)
+    final = load_adapter(tmp_path / "model.8.safetensors")
+    assert (final.step, final.card, final.framework) == (8, "gpt2.micro", "pytorch")
+    assert final.lora == LoRAConfig(4, 32.0, 0.1)
+    assert sorted(final.tensors) == sorted(groups["param"]) and len(final.tensors) == 2 * MICRO.n_layer
+    for name, value in final.tensors.items():
+        np.testing.assert_array_equal(value, groups["param"][name])
+    assert load_adapter(tmp_path / "model.best").step == best["step"]
+    assert not np.array_equal(load_adapter(tmp_path / "model.3").tensors["h.0.attn.c_attn.lora_B"],
+                              final.tensors["h.0.attn.c_attn.lora_B"])
+
+
+def test_one_step_changes_only_lora_and_the_checkpoint_reproduces_the_logged_valid_loss(data, tmp_path):
+    lr, wd = 0.01, 0.01
+    train(argv(data, tmp_path, "--max_step", "1", "--warmup_step", "0", "--lr", str(lr), "--lora_dropout", "0.0"))
+    lora = LoRAConfig(4, 32.0, 0.0)
+    adapter, init = load_adapter(tmp_path / "model.1"), init_lora_weights(MICRO, lora, SEED)
+    for name, value in adapter.tensors.items():
+        if name.endswith("lora_B"):  # zero at init, moved by the first update
+            assert not init[name].any() and np.abs(value).min() > 0
+        else:  # B = 0 gives A no gradient: only the decoupled weight decay of the reference touches it
+            np.testing.assert_allclose(value, init[name] * (1 - lr * wd), rtol=1e-6)
+    # frozen weights are unchanged: the numpy init plus the adapter reproduce the logged valid loss
+    model = GPT2LMModel(MICRO, lora)
+    model.load_weights({**init_gpt2_weights(MICRO, SEED), **adapter.tensors})
+    model.eval()
+    with torch.no_grad():
+        losses = [model.loss(model(torch.from_numpy(b.input))[0], torch.from_numpy(b.target),
+                             torch.from_numpy(b.mask))[0].item()
+                  for b in eval_batches(load_encoded(data[1]), 4, 32)]
+    (logged,) = events(tmp_path, "eval")
+    assert abs(np.mean(losses) - logged["valid_loss"]) < 1e-6
+
+
+@pytest.mark.parametrize("lora_dim, targets", [(0, "q,v"), (2, "attn,fc")])
+def test_adapters_hold_what_trains_lora_or_every_weight_for_full_fine_tuning(data, tmp_path, lora_dim, targets):
+    train(argv(data, tmp_path, "--max_step", "1", "--warmup_step", "0", "--lora_dim", str(lora_dim),
+               "--lora_targets", targets))
+    adapter = load_adapter(tmp_path / "model.1")
+    lora = LoRAConfig(r=lora_dim, alpha=32.0, dropout=0.1, targets=targets)
+    assert adapter.lora == lora
+    assert {n: v.shape for n, v in adapter.tensors.items()} == cards.trainable_shapes(MICRO, lora)
+    (start,) = events(tmp_path, "start")
+    assert start["trainable_params"] == cards.count_trainable(MICRO, lora)
+    assert f"trainable parameters: {start['trainable_params']:,} of " in (tmp_path / "log.txt").read_text()
+
+
+def test_engine_updates_trainable_parameters_only(data, tmp_path):
+    args = parse_args(argv(data, tmp_path, "--warmup_step", "0"))
+    lora = LoRAConfig(4, 32.0, 0.1)
+    weights = {**init_gpt2_weights(MICRO, SEED), **init_lora_weights(MICRO, lora, SEED)}
+    engine = gpt2_ft.TrainEngine(MICRO, lora, weights, args)
+    batch = next(TrainBatches(load_encoded(data[0]), 4, 32, SEED).epoch(1))
+    engine.train_batch(batch, 1.0)
+    assert engine.update(0.01, clip=1.0)
+    after = engine.model.numpy_weights()
+    assert sorted(engine.trainable) == sorted(n for n in weights if n.endswith(("lora_A", "lora_B")))
+    for name, value in after.items():
+        assert np.array_equal(value, weights[name]) != (name in engine.trainable), name
+
+
+class KilledAtStep(gpt2_ft.TrainEngine):
+    """An engine whose process 'dies' (KeyboardInterrupt) when asked for batch number `kill_at` of the run."""
+    kill_at = 8
+    calls = 0
+
+    def train_batch(self, batch, weight):
+        KilledAtStep.calls += 1
+        if KilledAtStep.calls == self.kill_at:
+            raise KeyboardInterrupt
+        return super().train_batch(batch, weight)
+
+
+def test_a_killed_and_resumed_run_gives_the_losses_of_an_unbroken_run(data, tmp_path):
+    # LoRA dropout on, grad accumulation over 2 batches, 3 epochs of 4 batches; state saved at step 5
+    # (mid-epoch, with one batch of gradients accumulated) and the process killed during step 8
+    common = ["--max_step", "11", "--grad_acc", "2", "--lora_dropout", "0.1", "--log_interval", "1",
+              "--eval_interval", "3", "--save_interval", "5"]
+    straight, broken = tmp_path / "straight", tmp_path / "broken"
+    train(argv(data, straight, *common))
+    with pytest.raises(SystemExit) as exit_info:
+        train(argv(data, broken, *common), engine=KilledAtStep)
+    assert exit_info.value.code == 130
+    state, groups = load_train_state(broken / "train_state.safetensors")
+    assert (state.step, state.epoch, state.batch) == (5, 2, 1) and groups["grad"]  # pending accumulation saved
+    train(argv(data, broken, *common, "--resume"))
+
+    for name in ("log.jsonl", "log.txt"):
+        assert [e["step"] for e in events(broken, "train", name)] == list(range(1, 12))
+    expected = [e["loss"] for e in events(straight, "train")]
+    assert [e["loss"] for e in events(broken, "train")] == expected
+    assert len(set(expected)) == len(expected)
+    assert [e["valid_loss"] for e in events(broken, "eval")] == [e["valid_loss"] for e in events(straight, "eval")]
+    for stem in ("model.11", "model.best"):
+        a, b = load_adapter(straight / stem), load_adapter(broken / stem)
+        assert a.step == b.step
+        for name in a.tensors:
+            np.testing.assert_array_equal(a.tensors[name], b.tensors[name])
+    assert "resuming from step 5 (epoch 2, batch 1)" in (broken / "log.txt").read_text()
+
+    # resuming a finished run trains nothing more
+    train(argv(data, broken, *common, "--resume"))
+    assert [e["step"] for e in events(broken, "train")] == list(range(1, 12))
+
+
+def test_a_diverging_run_stops_with_one_line_and_leaves_no_corrupt_checkpoint(data, tmp_path, capsys):
+    # lr 1e15: the weights after step 1 are huge but finite (saved), step 2's loss is nan
+    with pytest.raises(SystemExit) as exit_info:
+        train(argv(data, tmp_path, "--lr", "1e15", "--warmup_step", "0", "--save_interval", "1"))
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: training diverged: non-finite training loss nan at step 2 (epoch 1, batch 2); "
+                   "nothing saved after it (last checkpoint: model.1)"]
+    assert sorted(p.name for p in tmp_path.glob("*.safetensors")) == ["model.1.safetensors", "train_state.safetensors"]
+    assert load_train_state(tmp_path / "train_state.safetensors")[0].step == 1
+    (diverged,) = events(tmp_path, "diverged")
+    assert diverged["step"] == 2 and "step 2" in (tmp_path / "log.txt").read_text().splitlines()[-1]
+
+
+def test_non_finite_weights_are_never_saved(data, tmp_path, capsys):
+    # lr 1e30: the reference's decoupled weight decay p -= lr * wd * p overflows float32 in step 1
+    with pytest.raises(SystemExit) as exit_info:
+        train(argv(data, tmp_path, "--lr", "1e30", "--warmup_step", "0", "--save_interval", "1"))
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.startswith(
+        "error: training diverged: non-finite weights (h.0.attn.c_attn.lora_B, h.1.attn.c_attn.lora_B) at step 1 ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.jsonl", "log.txt"]
+
+
+def test_an_inf_in_the_base_weights_stops_at_step_one_without_writing(data, tmp_path, capsys):
+    weights = init_gpt2_weights(MICRO, SEED)
+    weights["h.1.mlp.c_fc.weight"][3, 5] = np.inf
+    save_safetensors(tmp_path / "bad_base.safetensors", weights)
+    work = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        train(argv(data, work, "--init_checkpoint", str(tmp_path / "bad_base.safetensors")))
+    assert exit_info.value.code == 1
+    assert "non-finite training loss nan at step 1 (epoch 1, batch 1); nothing saved after it (last checkpoint: none)" \
+        in capsys.readouterr().err
+    assert sorted(p.name for p in work.iterdir()) == ["log.jsonl", "log.txt"]
+
+
+def _error_of(args, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def test_bad_input_is_a_one_line_error(data, tmp_path, capsys):
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "bad.safetensors").write_bytes(b"junk")
+    assert "empty.jsonl: no examples" in _error_of(
+        argv((tmp_path / "empty.jsonl", data[1]), tmp_path / "a"), capsys)
+    assert "bad.safetensors: unreadable safetensors file" in _error_of(
+        argv(data, tmp_path / "b", "--init_checkpoint", str(tmp_path / "bad.safetensors")), capsys)
+    assert "train_state.safetensors: no training state to resume" in _error_of(
+        argv(data, tmp_path / "c", "--resume"), capsys)
+    assert "--bf16" in _error_of(argv(data, tmp_path / "d", "--bf16", "--device", "cpu"), capsys)
+    train(argv(data, tmp_path / "e", "--max_step", "1"))
+    assert "cannot resume with different settings: lr 0.01 -> 0.02" in _error_of(
+        argv(data, tmp_path / "e", "--max_step", "1", "--resume", "--lr", "0.02"), capsys)
+
+
+def test_the_script_reports_a_missing_file_in_one_line(data, tmp_path):
+    missing = tmp_path / "missing.jsonl"
+    args = argv((missing, data[1]), tmp_path / "run", card="gpt2.tiny")  # no micro card in a fresh process
+    result = subprocess.run([sys.executable, "src/gpt2_ft.py", *args], cwd=ROOT / "NLG_pytorch",
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr == f"error: {missing}: cannot read (No such file or directory)\n"
