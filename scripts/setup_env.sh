@@ -51,6 +51,15 @@ if ! command -v nvidia-smi >/dev/null 2>&1; then
     fi
 fi
 
+# METEOR 1.5 and the Stanford PTB tokenizer (both scorers) run on Java.
+if ! command -v java >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "[setup] installing a Java runtime for the METEOR scorer"
+        apt-get install -y -q default-jre-headless >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q default-jre-headless >/dev/null 2>&1; } || true
+    fi
+    command -v java >/dev/null 2>&1 || echo "[setup] note: no java found; install a Java runtime (e.g. apt-get install default-jre-headless) for METEOR"
+fi
+
 echo "[setup] warming up Jittor (the first import compiles for a few minutes)"
 .venv-jittor/bin/python -c "
 import sys; sys.path.insert(0, 'NLG_jittor/src')

@@ -9,8 +9,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh || exit 1
 status=0
-echo "== .venv-torch: tests/common tests/torch"
-.venv-torch/bin/python -m pytest -q tests/common tests/torch "$@" || status=1
-echo "== .venv-jittor: tests/jittor"
-.venv-jittor/bin/python -m pytest -q tests/jittor "$@" || status=1
+echo "== .venv-torch: tests/common tests/NLG_pytorch"
+.venv-torch/bin/python -m pytest -q tests/common tests/NLG_pytorch "$@" || status=1
+echo "== .venv-jittor: tests/NLG_jittor"
+.venv-jittor/bin/python -m pytest -q tests/NLG_jittor "$@" || status=1
 exit $status

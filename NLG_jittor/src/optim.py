@@ -50,7 +50,7 @@ class AdamW:
         """Add the gradient of `loss` to `grads` (torch's loss.backward(): accumulates until zero_grad).
 
         Jittor frees the forward graph here, and gives zeros rather than no gradient for a parameter the
-        loss does not reach; tests/jittor/test_lora.py checks that every LoRA tensor is reached."""
+        loss does not reach; tests/NLG_jittor/test_lora.py checks that every LoRA tensor is reached."""
         names = list(self.params)
         grads = jt.grad(loss, [self.params[name] for name in names], retain_graph=False)
         for name, g in zip(names, grads):

@@ -1,4 +1,4 @@
-"""Checkpoint key maps, checks, safetensors / adapter I/O (framework-free; torch files are in tests/torch)."""
+"""Checkpoint key maps, checks, safetensors / adapter I/O (framework-free; torch files are in tests/NLG_pytorch)."""
 import json
 import os
 
