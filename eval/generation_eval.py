@@ -8,10 +8,9 @@ as multi-bleu-detok prints it), the others 0-1. BERTScore and BLEURT (Generation
 bleurt) need model downloads and are not available. METEOR needs Java.
 """
 import argparse
-import json
 
 from lora_nlg.errors import run_cli
-from lora_nlg.files import atomic_open
+from lora_nlg.files import write_json
 from lora_nlg.metrics.generation import METRICS, check_metrics, generation_scores, read_instances
 
 LABELS = {"bleu": "BLEU", "bleu_nltk": "BLEU NLTK", "meteor": "METEOR", "chrf++": "chrF++", "ter": "TER"}
@@ -35,9 +34,7 @@ def main(argv=None):
     for key, value in scores.items():
         print(f"{LABELS[key]:<10} {value:.2f}" if key == "bleu" else f"{LABELS[key]:<10} {value:.6f}")
     if args.json:
-        with atomic_open(args.json) as f:
-            json.dump(scores, f, indent=2)
-            f.write("\n")
+        write_json(args.json, scores)
 
 
 if __name__ == "__main__":

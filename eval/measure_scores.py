@@ -7,10 +7,9 @@ gpt2_decode.py --ref_type e2e writes). PRED: one prediction per input. Needs Jav
 the Stanford PTB tokenizer, both from pycocoevalcap's jars).
 """
 import argparse
-import json
 
 from lora_nlg.errors import run_cli
-from lora_nlg.files import atomic_open
+from lora_nlg.files import write_json
 from lora_nlg.metrics.e2e import e2e_scores, format_scores, read_predictions, read_references
 
 
@@ -25,9 +24,7 @@ def main(argv=None):
     scores = e2e_scores(references, predictions)
     print(format_scores(scores), end="")
     if args.json:
-        with atomic_open(args.json) as f:
-            json.dump(scores, f, indent=2)
-            f.write("\n")
+        write_json(args.json, scores)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from safetensors.numpy import save as safetensors_bytes
 
 from lora_nlg.cards import CardError, GPT2Config, LoRAConfig, param_shapes, trainable_shapes
 from lora_nlg.errors import NLGError
-from lora_nlg.files import atomic_open
+from lora_nlg.files import atomic_open, write_json
 
 ADAPTER_FORMAT = "lora_nlg-adapter-1"
 CONVERT_SCRIPT = "scripts/convert_checkpoint.py"
@@ -262,13 +262,6 @@ def save_safetensors(path, tensors, metadata=None):
     data = safetensors_bytes({name: np.ascontiguousarray(value) for name, value in tensors.items()}, metadata)
     with atomic_open(os.fspath(path), binary=True) as f:
         f.write(data)
-
-
-def write_json(path, obj):
-    """Write a JSON object (indented, sorted keys), atomically."""
-    with atomic_open(os.fspath(path)) as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
 
 
 def read_json(path):

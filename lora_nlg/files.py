@@ -1,8 +1,11 @@
-"""Small file helpers shared by every stage: atomic writes and sha256 sums."""
+"""Small file helpers shared by every stage: atomic writes, checked text reads, sha256 sums."""
 import contextlib
 import hashlib
+import json
 import os
 import tempfile
+
+from lora_nlg.errors import NLGError
 
 
 @contextlib.contextmanager
@@ -33,3 +36,21 @@ def sha256_file(path):
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_text(path):
+    """The whole file as UTF-8 text, exactly as stored (no newline translation); one-line errors."""
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8")
+    except OSError as err:
+        raise NLGError(f"{path}: cannot read ({err.strerror})") from None
+    except UnicodeDecodeError:
+        raise NLGError(f"{path}: not UTF-8 text") from None
+
+
+def write_json(path, obj):
+    """Write a JSON object (indented, keys in insertion order), atomically."""
+    with atomic_open(os.fspath(path)) as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")

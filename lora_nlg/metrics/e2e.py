@@ -7,6 +7,7 @@ per input. BLEU and NIST come from the Python MT-Eval port (`mteval`), METEOR, R
 the MS-COCO caption code (`coco`).
 """
 from lora_nlg.errors import NLGError
+from lora_nlg.files import read_text
 from lora_nlg.metrics import mteval
 from lora_nlg.metrics.coco import coco_scores
 
@@ -14,13 +15,7 @@ METRICS = ("BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr")
 
 
 def read_lines(path):
-    try:
-        with open(path, "rb") as f:
-            text = f.read().decode("utf-8")
-    except OSError as err:
-        raise NLGError(f"{path}: cannot read ({err.strerror})") from None
-    except UnicodeDecodeError:
-        raise NLGError(f"{path}: not UTF-8 text") from None
+    text = read_text(path)
     return [line.strip() for line in text.splitlines()]
 
 

@@ -13,6 +13,7 @@ BERTScore and BLEURT need model downloads and are not offered.
 import sys
 
 from lora_nlg.errors import NLGError
+from lora_nlg.files import read_text
 from lora_nlg.metrics import multi_bleu
 from lora_nlg.metrics.chrf import chrf_plus_plus
 from lora_nlg.metrics.meteor import meteor_score
@@ -30,13 +31,7 @@ def reference_paths(prefix, num_refs):
 
 
 def read_lines(path):
-    try:
-        with open(path, "rb") as f:
-            text = f.read().decode("utf-8")
-    except OSError as err:
-        raise NLGError(f"{path}: cannot read ({err.strerror})") from None
-    except UnicodeDecodeError:
-        raise NLGError(f"{path}: not UTF-8 text") from None
+    text = read_text(path)
     if text.endswith("\n"):
         raise NLGError(f"{path}: ends with a newline, which GenerationEval reads as one more, empty "
                        "instance (METEOR then fails); remove it (gpt2_decode.py writes none)")
