@@ -31,11 +31,8 @@ def reference_paths(prefix, num_refs):
 
 
 def read_lines(path):
-    text = read_text(path)
-    if text.endswith("\n"):
-        raise NLGError(f"{path}: ends with a newline, which GenerationEval reads as one more, empty "
-                       "instance (METEOR then fails); remove it (gpt2_decode.py writes none)")
-    lines = text.split("\n")
+    """Lines as GenerationEval reads them: split on '\n', so a final newline is one more, empty line."""
+    lines = read_text(path).split("\n")
     for number, line in enumerate(lines, 1):
         odd = [c for c in line if c in _LINE_BREAKS]
         if odd:
@@ -51,7 +48,8 @@ def read_instances(reference_prefix, hypothesis_path, num_refs):
     for path in reference_paths(reference_prefix, num_refs):
         column = read_lines(path)
         if len(column) != len(hypotheses):
-            raise NLGError(f"{path}: {len(column)} lines but {hypothesis_path} has {len(hypotheses)}")
+            raise NLGError(f"{path}: {len(column)} lines but {hypothesis_path} has {len(hypotheses)} (as in "
+                           "GenerationEval, a final newline counts as one more, empty line)")
         columns.append(column)
     return [list(group) for group in zip(*columns)], hypotheses
 

@@ -66,11 +66,17 @@ def test_generation_reference_files_by_prefix(tmp_path):
     assert generation.reference_paths("p", 1) == ["p"]
 
 
-def test_generation_eval_refuses_a_final_newline(tmp_path):
-    write(tmp_path / "ref0", "a b c")
+def test_generation_eval_counts_a_final_newline_as_an_empty_line(tmp_path):
+    ref = write(tmp_path / "ref0", "a b c")
     hyp = write(tmp_path / "hyp", "a b c\n")
-    assert_one_line_error(run_cli("generation_eval.py", "-R", tmp_path / "ref0", "-H", hyp, "-nr", 1),
-                          f"{hyp}: ends with a newline")
+    assert_one_line_error(run_cli("generation_eval.py", "-R", ref, "-H", hyp, "-nr", 1),
+                          f"{ref}: 1 lines but {hyp} has 2 (as in GenerationEval, a final newline")
+
+
+def test_generation_reads_an_empty_last_hypothesis_as_decode_writes_it(tmp_path):
+    write(tmp_path / "ref0", "a\nb")
+    hyp = write(tmp_path / "hyp", "a\n")
+    assert generation.read_instances(str(tmp_path / "ref0"), hyp, 1) == ([["a"], ["b"]], ["a", ""])
 
 
 def test_generation_eval_refuses_crlf(tmp_path):
