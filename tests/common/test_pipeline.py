@@ -1,0 +1,172 @@
+"""scripts/pipeline.py and lora_nlg/presets.py: which stages and flags each dataset and preset gets, and its errors.
+
+Nothing here runs a stage: plans are built and their commands read (the smoke test runs one)."""
+import importlib.util
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from lora_nlg import presets
+from lora_nlg.errors import NLGError
+from lora_nlg.stages import Command
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location("pipeline", ROOT / "scripts" / "pipeline.py")
+pipeline = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(pipeline)
+
+
+def plan(tmp_path, *argv):
+    args = pipeline.parse_args(["--out", str(tmp_path / "run"), "--data_root", str(tmp_path / "data"),
+                                "--img_dir", str(tmp_path / "img"), *argv])
+    return {stage.name: stage for stage in pipeline.plan(args)[1]}
+
+
+def argv_of(stage, index=0):
+    return [str(item) for item in stage.steps[index].argv]
+
+
+def flag(argv, name):
+    """Value of the LAST `name` flag (argparse semantics: later flags win)."""
+    return argv[len(argv) - 1 - argv[::-1].index(name) + 1]
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    path = tmp_path / "gpt2-medium.safetensors"
+    path.write_bytes(b"")
+    return str(path)
+
+
+def test_paper_settings_per_dataset():
+    e2e, dart = presets.train_settings("e2e", "paper"), presets.train_settings("dart", "paper")
+    for key, value in {"train_batch_size": 8, "lr": 2e-4, "warmup_step": 500, "max_epoch": 5, "lora_dim": 4,
+                       "lora_alpha": 32, "seq_len": 512, "model_card": "gpt2.md", "random_seed": 110}.items():
+        assert e2e[key] == value == dart[key]
+    assert (e2e["weight_decay"], e2e["lora_dropout"], e2e["label_smooth"]) == (0.01, 0.1, 0.1)
+    assert (dart["weight_decay"], dart["lora_dropout"], dart["label_smooth"]) == (0.0, 0.0, 0.0)
+    assert presets.train_settings("webnlg", "sampled") == e2e
+    for dataset in presets.DATASETS:
+        beam = presets.beam_settings(dataset, "paper")
+        assert (beam["beam"], beam["length_penalty"], beam["no_repeat_ngram_size"], beam["eval_len"],
+                beam["eos_token_id"]) == (10, 0.8, 4, 64, 628)
+        assert presets.beam_label(beam) == "b10p08r4"
+
+
+def test_flags_and_labels_are_formatted_as_the_clis_read_them():
+    assert presets.as_flags({"lr": 0.0002, "beam": 10, "fixed_padding": True, "fp16": False, "x": None}) == \
+        ["--lr", "0.0002", "--beam", "10", "--fixed_padding"]
+    assert presets.beam_label({"beam": 5, "length_penalty": 0.9, "no_repeat_ngram_size": 0}) == "b5p09"
+    assert presets.data_variant(1.0) == "full" and presets.data_variant(0.18) == "sampled_18pct"
+
+
+def test_paper_plan_runs_the_readme_recipe_in_both_frameworks(tmp_path, checkpoint):
+    stages = plan(tmp_path, "--dataset", "e2e", "--preset", "paper", "--init_checkpoint", checkpoint)
+    assert list(stages) == ["prepare", *(f"{s} ({fw})" for fw in ("pytorch", "jittor")
+                                         for s in ("train", "beam", "decode", "score")), "compare frameworks"]
+    assert flag(argv_of(stages["prepare"]), "--fraction") == "1"
+    for framework, venv in (("pytorch", ".venv-torch"), ("jittor", ".venv-jittor")):
+        train, beam = argv_of(stages[f"train ({framework})"]), argv_of(stages[f"beam ({framework})"])
+        assert train[0].endswith(f"{venv}/bin/python") and train[1].endswith(f"NLG_{framework}/src/gpt2_ft.py")
+        assert stages[f"train ({framework})"].steps[0].cwd == str(ROOT / f"NLG_{framework}")
+        assert flag(train, "--init_checkpoint") == checkpoint and flag(train, "--model_card") == "gpt2.md"
+        assert flag(train, "--work_dir") == str(tmp_path / "run" / framework)
+        assert [flag(beam, f) for f in ("--beam", "--length_penalty", "--no_repeat_ngram_size", "--eos_token_id")] \
+            == ["10", "0.8", "4", "628"]
+        assert flag(beam, "--lora_checkpoint") == f"{{train ({framework}): checkpoint}}"
+        assert flag(beam, "--data").endswith("data/e2e/full/test.jsonl")
+    assert "compare_logs.py" in argv_of(stages["compare frameworks"])[1]
+    assert str(tmp_path / "img" / "e2e_paper_alignment.png") in argv_of(stages["compare frameworks"])
+
+
+def test_dart_trains_without_regularisation_and_scores_with_generation_eval(tmp_path, checkpoint):
+    stages = plan(tmp_path, "--dataset", "dart", "--framework", "pytorch", "--init_checkpoint", checkpoint)
+    train = argv_of(stages["train (pytorch)"])
+    assert [flag(train, f) for f in ("--weight_decay", "--lora_dropout", "--label_smooth")] == ["0", "0", "0"]
+    assert flag(argv_of(stages["prepare"]), "--fraction") == "0.18"
+    decode = argv_of(stages["decode (pytorch)"])
+    assert flag(decode, "--ref_type") == "dart" and "--tokenize" in decode and "--lower" in decode
+    score = argv_of(stages["score (pytorch)"])
+    assert score[1].endswith("eval/generation_eval.py") and flag(score, "-nr") == "6"
+    assert "compare frameworks" not in stages
+
+
+def test_webnlg_is_scored_on_all_seen_and_unseen(tmp_path, checkpoint):
+    stages = plan(tmp_path, "--dataset", "webnlg", "--framework", "jittor", "--init_checkpoint", checkpoint)
+    commands = [s for s in stages["score (jittor)"].steps if isinstance(s, Command)]
+    hypotheses = [flag([str(a) for a in c.argv], "-H") for c in commands]
+    folder = tmp_path / "run" / "jittor"
+    assert hypotheses == [str(folder / f"hypothesis_webnlg{s}") for s in ("", "_seen", "_unseen")]
+    assert set(stages["decode (jittor)"].outputs) >= {str(folder / "references_webnlg_unseen"),
+                                                     str(folder / "hypothesis_webnlg_seen")}
+
+
+def test_cpu_preset_builds_a_base_then_scores_it_zero_shot_and_with_lora(tmp_path):
+    stages = plan(tmp_path, "--dataset", "e2e", "--preset", "cpu", "--framework", "pytorch",
+                  "--base_dir", str(tmp_path / "base"))
+    assert list(stages)[:4] == ["prepare", "corpus", "pretrain base (pytorch)", "export base"]
+    pretrain = argv_of(stages["pretrain base (pytorch)"])
+    assert [flag(pretrain, f) for f in ("--lora_dim", "--model_card", "--label_smooth")] == ["0", "gpt2.tiny", "0"]
+    assert "--init_checkpoint" not in pretrain  # from scratch
+    zero_shot = argv_of(stages["zero-shot beam (pytorch)"])
+    assert "--lora_checkpoint" not in zero_shot and flag(zero_shot, "--init_checkpoint") == str(tmp_path / "base")
+    train = argv_of(stages["train (pytorch)"])
+    assert flag(train, "--init_checkpoint") == str(tmp_path / "base") and flag(train, "--model_card") == "gpt2.tiny"
+    assert stages["train (pytorch)"].upstream[-1] is stages["export base"]
+
+
+def test_cpu_preset_with_a_given_base_skips_pretraining(tmp_path, checkpoint):
+    stages = plan(tmp_path, "--dataset", "e2e", "--preset", "cpu", "--framework", "pytorch",
+                  "--init_checkpoint", checkpoint)
+    assert "corpus" not in stages and flag(argv_of(stages["train (pytorch)"]), "--init_checkpoint") == checkpoint
+
+
+def test_extra_flags_are_appended_and_test_subset_is_used(tmp_path, checkpoint):
+    stages = plan(tmp_path, "--dataset", "e2e", "--framework", "pytorch", "--init_checkpoint", checkpoint,
+                  "--extra", "train=--max_step 20 --lr 0.001", "--extra", "beam=--beam 4",
+                  "--test_inputs", "7")
+    train, beam = argv_of(stages["train (pytorch)"]), argv_of(stages["beam (pytorch)"])
+    assert flag(train, "--max_step") == "20" and flag(train, "--lr") == "0.001"
+    assert flag(beam, "--beam") == "4" and flag(beam, "--output_file") == "predict.b4p08r4.jsonl"
+    assert flag(beam, "--data") == str(tmp_path / "run" / "test_7_inputs" / "test.jsonl")
+    assert stages["beam (pytorch)"].upstream == [stages["train (pytorch)"], stages["test subset"]]
+    assert stages["train (pytorch)"].upstream == [stages["prepare"]]  # the test subset does not retrain
+
+
+def test_changing_a_training_flag_changes_every_downstream_key(tmp_path, checkpoint):
+    base = plan(tmp_path, "--dataset", "e2e", "--framework", "pytorch", "--init_checkpoint", checkpoint)
+    changed = plan(tmp_path, "--dataset", "e2e", "--framework", "pytorch", "--init_checkpoint", checkpoint,
+                   "--extra", "train=--lr 0.001")
+    assert base["prepare"].key == changed["prepare"].key
+    for name in ("train (pytorch)", "beam (pytorch)", "decode (pytorch)", "score (pytorch)"):
+        assert base[name].key != changed[name].key
+
+
+def test_paper_preset_without_a_checkpoint_says_how_to_get_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "ROOT", str(tmp_path))  # no pretrained_checkpoints/ there
+    with pytest.raises(NLGError, match="gpt2-medium: no pretrained GPT-2 here.*download_pretrained.sh md"):
+        plan(tmp_path, "--dataset", "e2e", "--preset", "paper")
+    with pytest.raises(NLGError, match="nowhere.bin: --init_checkpoint: not found"):
+        plan(tmp_path, "--dataset", "e2e", "--preset", "sampled", "--init_checkpoint", str(tmp_path / "nowhere.bin"))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--dataset", "webnlg", "--preset", "cpu"], "--preset cpu is the E2E demo"),
+    (["--dataset", "e2e", "--extra", "decode=--x"], "--extra decode: unknown stage"),
+    (["--dataset", "e2e", "--preset", "sampled", "--extra", "pretrain=--max_step 3"], "only the cpu preset"),
+    (["--dataset", "e2e", "--test_inputs", "0"], "--test_inputs must be >= 1"),
+])
+def test_bad_arguments_are_usage_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        pipeline.parse_args(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_bad_extra_flags_fail_before_anything_runs_with_one_line(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "pipeline.py"), "--dataset", "e2e",
+                             "--preset", "cpu", "--framework", "pytorch", "--out", str(tmp_path), "--dry_run",
+                             "--extra", "beam=--beam 0"], capture_output=True, text=True)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == "error: --extra beam: gpt2_beam.py: error: --beam 0: must be >= 1\n"

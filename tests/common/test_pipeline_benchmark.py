@@ -1,0 +1,42 @@
+"""scripts/benchmark.py's verdicts on hand-made measurements (the timings themselves need the real runs)."""
+import importlib.util
+import pathlib
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location("benchmark", ROOT / "scripts" / "benchmark.py")
+benchmark = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(benchmark)
+
+
+def run(framework, padding, step_ms, losses=(2.0, 1.5)):
+    return {"framework": framework, "card": "gpt2.tiny", "padding": padding, "step_ms": list(step_ms),
+            "losses": list(losses)}
+
+
+def verdicts(train, beam=(), identical=None):
+    rows = benchmark.checks(train, list(beam), identical or {})
+    return {row["check"]: (row["value"], row["verdict"]) for row in rows}
+
+
+def test_ratios_are_medians_of_per_step_ratios_so_one_slow_step_does_not_decide():
+    rows = verdicts([run("pytorch", "dynamic", [100, 100, 900]), run("pytorch", "fixed 512", [400, 400, 400]),
+                     run("jittor", "dynamic", [110, 500, 120]), run("jittor", "fixed 512", [200, 220, 240])])
+    # fixed / dynamic per step: 4, 4, 0.44 -> 4.0; jittor / torch dynamic: 1.1, 5, 0.13 -> 1.1
+    assert rows["pytorch gpt2.tiny: dynamic / fixed-512 real tokens/s"] == ("4.00x (max |loss diff| 0)",
+                                                                          "pass (target >= 3)")
+    assert rows["gpt2.tiny dynamic: jittor / pytorch ms/step"] == ("1.10x", "pass (target <= 1.15)")
+    assert rows["gpt2.tiny fixed 512: jittor / pytorch ms/step"] == ("0.55x", "pass (target <= 1.15)")
+    # jittor fixed / dynamic per step: 1.82, 0.44, 2.0 -> 1.82
+    assert rows["jittor gpt2.tiny: dynamic / fixed-512 real tokens/s"] == ("1.82x (max |loss diff| 0)",
+                                                                         "MISS (target >= 3)")
+
+
+def test_different_losses_or_outputs_are_flagged_even_when_fast():
+    rows = verdicts([run("pytorch", "dynamic", [100], losses=(2.0,)), run("pytorch", "fixed 512", [500],
+                                                                          losses=(2.1,))])
+    assert rows["pytorch gpt2.tiny: dynamic / fixed-512 real tokens/s"][1].endswith("but losses DIFFER")
+    beam = [{"framework": "pytorch", "batch": 1, "examples_per_s": 1.0},
+            {"framework": "pytorch", "batch": 16, "examples_per_s": 6.0}]
+    rows = verdicts([], beam, {"pytorch": False})
+    assert rows["pytorch: beam batch 16 / batch 1 examples/s"] == (
+        "6.00x, outputs DIFFERENT", "pass (target >= 5) but outputs differ")
