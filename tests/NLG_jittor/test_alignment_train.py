@@ -1,0 +1,144 @@
+"""Jittor's gpt2_ft.py against PyTorch's on the E2E sample: the same 50 training steps, and adapters trained by
+one framework used by the other.
+
+Both trees run their real CLI on the same prepared data (data/prepare.py on the shared mirror), card
+gpt2.tiny (the real 50257-token vocabulary), the same numpy init and the same batches: PyTorch in
+.venv-torch subprocesses (the frameworks never share a process), Jittor in this process, meanwhile.
+The comparison reads what the runs wrote: log.jsonl (a train line per step) and the adapters.
+"""
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import gpt2_ft
+from alignment.train_runs import TORCH_PYTHON, events, finish, logits_batch, start_torch_ft
+from jittor_env import jt
+from lora_nlg.checkpoints import load_adapter
+from lora_nlg.init_weights import init_gpt2_weights
+from lora_nlg.jsonl import read_jsonl, write_jsonl
+from model import GPT2LMModel
+from testpaths import MIRROR
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+TORCH_SCRIPT = ROOT / "tests" / "alignment" / "torch_train_reference.py"
+STEPS, SEED, SEQ_LEN, VALID_ROWS, LOGIT_ROWS = 50, 110, 64, 16, 4
+# lr 2e-3 after 5 warm-up steps moves the loss of the random init visibly within 50 steps
+FLAGS = ["--model_card", "gpt2.tiny", "--train_batch_size", "4", "--valid_batch_size", "8", "--seq_len", str(SEQ_LEN),
+         "--max_step", str(STEPS), "--lr", "0.002", "--warmup_step", "5", "--log_interval", "1",
+         "--eval_interval", str(STEPS), "--save_interval", str(STEPS), "--random_seed", str(SEED)]
+DROPOUTS = ("0.0", "0.1")
+
+
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory):
+    """The E2E sample as data/prepare.py writes it, and its first VALID_ROWS validation examples."""
+    out = tmp_path_factory.mktemp("e2e")
+    subprocess.run([sys.executable, str(ROOT / "data" / "prepare.py"), "--dataset", "e2e", "--source", str(MIRROR),
+                    "--out", str(out / "data"), "--vocab-dir", str(out / "vocab")], check=True, capture_output=True)
+    write_jsonl(out / "valid_head.jsonl", [item for _, item in read_jsonl(out / "data" / "valid.jsonl")][:VALID_ROWS])
+    return out / "data" / "train.jsonl", out / "valid_head.jsonl"
+
+
+@pytest.fixture(scope="module")
+def runs(e2e, tmp_path_factory):
+    """{(framework, dropout): work dir} of the four 50-step runs; the torch ones run while Jittor trains."""
+    out = tmp_path_factory.mktemp("runs")
+    dirs = {(fw, p): out / f"{fw}_dropout{p}" for fw in ("pytorch", "jittor") for p in DROPOUTS}
+
+    def argv(framework, dropout):
+        return ["--train_data", e2e[0], "--valid_data", e2e[1], "--work_dir", dirs[framework, dropout],
+                "--lora_dropout", dropout, *FLAGS]
+    torch_runs = [start_torch_ft(argv("pytorch", p)) for p in DROPOUTS]
+    try:
+        for p in DROPOUTS:
+            gpt2_ft.main(gpt2_ft.TrainEngine, [str(a) for a in argv("jittor", p)])
+        for process in torch_runs:
+            finish(process)
+    finally:  # SIGTERM: Jittor ends this whole process when a child dies of any other signal
+        for process in torch_runs:
+            if process.poll() is None:
+                process.terminate()
+                process.wait()
+    return dirs
+
+
+def _losses(work_dir):
+    train = events(work_dir, "train")
+    assert [e["step"] for e in train] == list(range(1, STEPS + 1))
+    return np.array([e["loss"] for e in train])
+
+
+def _rel(got, expected):
+    """max |got - expected| / max |expected|: one number per tensor, scale-free."""
+    return float(np.abs(got - expected).max() / np.abs(expected).max())
+
+
+def test_without_dropout_every_step_has_the_same_loss(runs):
+    torch_loss, jittor_loss = _losses(runs["pytorch", "0.0"]), _losses(runs["jittor", "0.0"])
+    diff = np.abs(jittor_loss - torch_loss)
+    print(f"50 steps, dropout 0: max |loss diff| {diff.max():.2e} (step {diff.argmax() + 1}), "
+          f"loss {torch_loss[:5].mean():.3f} -> {torch_loss[-5:].mean():.3f}")
+    assert torch_loss[:5].mean() - torch_loss[-5:].mean() > 0.2  # training moved the loss
+    assert diff.max() <= 1e-3
+    (torch_eval,), (jittor_eval,) = events(runs["pytorch", "0.0"], "eval"), events(runs["jittor", "0.0"], "eval")
+    assert torch_eval["step"] == jittor_eval["step"] == STEPS
+    assert abs(torch_eval["valid_loss"] - jittor_eval["valid_loss"]) <= 1e-3
+
+
+def test_without_dropout_the_trained_lora_weights_agree(runs):
+    torch_adapter = load_adapter(runs["pytorch", "0.0"] / f"model.{STEPS}")
+    jittor_adapter = load_adapter(runs["jittor", "0.0"] / f"model.{STEPS}")
+    assert (torch_adapter.framework, jittor_adapter.framework) == ("pytorch", "jittor")
+    assert sorted(torch_adapter.tensors) == sorted(jittor_adapter.tensors)
+    rel = {name: _rel(jittor_adapter.tensors[name], value) for name, value in torch_adapter.tensors.items()}
+    worst = max(rel, key=rel.get)
+    print(f"after {STEPS} steps: {len(rel)} LoRA tensors, worst rel diff {rel[worst]:.2e} ({worst})")
+    assert all(np.abs(value).max() > 0 for value in torch_adapter.tensors.values())  # B moved from zero
+    assert rel[worst] <= 1e-3
+
+
+def test_with_dropout_the_losses_agree_on_average(runs):
+    """Dropout masks come from each framework's own RNG, so single steps differ; the last 20 steps' mean may not."""
+    torch_loss, jittor_loss = _losses(runs["pytorch", "0.1"]), _losses(runs["jittor", "0.1"])
+    torch_tail, jittor_tail = torch_loss[-20:].mean(), jittor_loss[-20:].mean()
+    print(f"50 steps, dropout 0.1: last-20 mean loss torch {torch_tail:.4f}, jittor {jittor_tail:.4f} "
+          f"({100 * abs(jittor_tail / torch_tail - 1):.2f}% apart); max single-step diff "
+          f"{np.abs(jittor_loss - torch_loss).max():.3f}")
+    assert abs(jittor_tail / torch_tail - 1) <= 0.02
+    for framework in ("pytorch", "jittor"):  # dropout acted: the losses left the dropout-0 run's
+        moved = np.abs(_losses(runs[framework, "0.1"]) - _losses(runs[framework, "0.0"])).max()
+        print(f"{framework}: dropout 0.1 vs 0 max single-step loss diff {moved:.3f}")
+        assert moved > 1e-3
+
+
+def _jittor_logits_and_weights(stem, batch):
+    adapter = load_adapter(stem)
+    model = GPT2LMModel(adapter.config, adapter.lora)
+    model.load_weights({**init_gpt2_weights(adapter.config, SEED), **adapter.tensors})
+    model.eval()
+    with jt.no_grad():
+        logits = model.logits(model(jt.array(batch.input))[0]).numpy()
+    return adapter, model.numpy_weights(list(adapter.tensors)), logits
+
+
+def test_adapters_trained_by_either_framework_load_in_the_other(runs, e2e, tmp_path):
+    """torch's trained adapter in Jittor, Jittor's in torch: the same tensors in the model, the same logits."""
+    stems = [runs[fw, "0.1"] / f"model.{STEPS}" for fw in ("pytorch", "jittor")]
+    result = subprocess.run([str(TORCH_PYTHON), str(TORCH_SCRIPT), *map(str, stems), "--valid", str(e2e[1]),
+                             "--out", str(tmp_path / "torch.npz"), "--seed", str(SEED), "--rows", str(LOGIT_ROWS),
+                             "--seq_len", str(SEQ_LEN)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr
+    torch_side = np.load(tmp_path / "torch.npz")
+    batch = logits_batch(e2e[1], LOGIT_ROWS, SEQ_LEN)
+    for i, stem in enumerate(stems):
+        adapter, weights, logits = _jittor_logits_and_weights(stem, batch)
+        for name, value in adapter.tensors.items():
+            np.testing.assert_array_equal(weights[name], value)
+            np.testing.assert_array_equal(torch_side[f"weights.{i}.{name}"], value)
+        diff = float(np.abs(logits - torch_side[f"logits.{i}"]).max())
+        print(f"adapter trained by {adapter.framework}: logits max abs diff jittor vs torch {diff:.2e}")
+        assert diff <= 1e-4
+        assert np.abs(logits).max() > 1.0  # logits of real size, not all ~0

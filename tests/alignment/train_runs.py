@@ -1,0 +1,74 @@
+"""Framework-free helpers for tests that run gpt2_ft.py: synthetic data, a micro card, argv, log events.
+
+Only numpy and lora_nlg here, so the Jittor tests (which must never import torch) use them too; the
+PyTorch tree's gpt2_ft.py is run as a `.venv-torch/bin/python` subprocess (`start_torch_ft`).
+"""
+import math
+import os
+import pathlib
+import subprocess
+
+import numpy as np
+
+from lora_nlg import logs
+from lora_nlg.batching import eval_batches, load_encoded
+from lora_nlg.cards import GPT2Config
+from lora_nlg.jsonl import write_jsonl
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+TORCH_PYTHON = ROOT / ".venv-torch" / "bin" / "python"
+MICRO = GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=512, n_positions=64)  # a step takes milliseconds
+SEED = 110
+
+
+def write_dataset(path, n, seed, vocab_size=512):
+    """n encoded examples of random token ids (contexts of 4-15 tokens, completions of 3-9)."""
+    rng = np.random.default_rng(seed)
+    write_jsonl(path, [{"context": rng.integers(1, vocab_size, rng.integers(4, 16)).tolist(),
+                        "completion": rng.integers(1, vocab_size, rng.integers(3, 10)).tolist()}
+                       for _ in range(n)])
+    return path
+
+
+def micro_argv(data, work_dir, *extra, card="gpt2.micro"):
+    """gpt2_ft.py flags for a quick run on (train, valid) `data`: batch 4, seq_len 32, lr 0.01, warm-up 2."""
+    return ["--train_data", str(data[0]), "--valid_data", str(data[1]), "--work_dir", str(work_dir),
+            "--model_card", card, "--train_batch_size", "4", "--valid_batch_size", "4", "--seq_len", "32",
+            "--warmup_step", "2", "--lr", "0.01", "--random_seed", str(SEED), *extra]
+
+
+def events(work_dir, kind, name="log.jsonl"):
+    """The `kind` events ("train", "eval", ...) of a run's log, read as one unbroken run."""
+    return [e for e in logs.read_log(pathlib.Path(work_dir) / name) if e["type"] == kind]
+
+
+def reference_train_line(e):
+    """microsoft/LoRA gpt2_ft.py's train line (with the space before '| ms/batch' of its current version)."""
+    return (f"| epoch {e['epoch']:3d} step {e['step']:>8d} | {e['batch']:>6d} batches | lr {e['lr']:.3g} "
+            f"| ms/batch {e['ms_per_batch']:5.2f} | loss {e['loss']:5.2f} | avg loss {e['avg_loss']:5.2f} "
+            f"| ppl {math.exp(e['avg_loss']):5.2f}")
+
+
+def reference_eval_line(e):
+    return (f"| Eval {e['eval']:3d} at step {e['step']:>8d} | time: {e['time_s']:5.2f}s "
+            f"| valid loss {e['valid_loss']:5.2f} | valid ppl {e['valid_ppl']:5.2f} | best ppl {e['best_ppl']:5.2f} ")
+
+
+def start_torch_ft(argv):
+    """Start the PyTorch tree's gpt2_ft.py as a subprocess (cwd NLG_pytorch, as its docs run it); its output is
+    in the work dir's logs. It gets one thread: tests run it beside other work (Jittor, a second run) on few
+    cores, where more threads only contend."""
+    return subprocess.Popen([str(TORCH_PYTHON), "src/gpt2_ft.py", *map(str, argv)], cwd=ROOT / "NLG_pytorch",
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def finish(process, timeout=600):
+    """Wait for a started run; a failure shows its stderr."""
+    _, stderr = process.communicate(timeout=timeout)
+    assert process.returncode == 0, f"{process.args}: exit {process.returncode}\n{stderr[-3000:]}"
+
+
+def logits_batch(valid_path, rows, seq_len):
+    """The batch both frameworks compute logits on: the first `rows` examples of a validation file."""
+    return next(eval_batches(load_encoded(valid_path), rows, seq_len))
