@@ -10,16 +10,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from hf_reference import SMALL, random_weights
+from alignment.beam_cases import EOS_IDS, SEQ_LEN, SETTINGS, CountingModel, eos_prone_weights, random_prompts
+from hf_reference import SMALL
 
 from gpt2_beam import beam_search
 from lora_nlg.batching import query_batches
 from lora_nlg.beam import BeamBook, BeamError, BeamSettings, length_denominators
 from lora_nlg.beam_reference import log_softmax, reference_beam_search
 from model import GPT2LMModel
-
-EOS_IDS = (5, 17)
-SEQ_LEN = 40
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -31,36 +29,17 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-class CountingModel:
-    """Wraps a model and counts forward calls (= decoding steps run)."""
-
-    def __init__(self, model):
-        self.model, self.config, self.wte, self.calls = model, model.config, model.wte, 0
-
-    def __call__(self, *args, **kwargs):
-        self.calls += 1
-        return self.model(*args, **kwargs)
-
-    def logits(self, hidden):
-        return self.model.logits(hidden)
-
-
 @pytest.fixture(scope="module")
 def small_model():
     """Random SMALL GPT-2; ln_f's bias raises both EOS logits by ~3, so about half the hypotheses end early."""
-    weights = random_weights(seed=1)
-    for eos in EOS_IDS:
-        row = weights["wte.weight"][eos]
-        weights["ln_f.bias"] += np.float32(3.0) * row / (row @ row)
     model = GPT2LMModel(SMALL).eval()
-    model.load_weights(weights)
+    model.load_weights(eos_prone_weights())
     return model
 
 
 @pytest.fixture(scope="module")
 def prompts():
-    rng = np.random.default_rng(0)
-    return [rng.integers(0, SMALL.vocab_size, rng.integers(3, 20)).tolist() for _ in range(24)]
+    return random_prompts()
 
 
 def decode(model, prompts, settings, batch_size, seq_len=SEQ_LEN):
@@ -77,15 +56,6 @@ def full_forward_logits(model):
             hidden, _ = model(torch.tensor(sequences))
             return model.logits(hidden[:, -1]).numpy()
     return next_logits
-
-
-SETTINGS = [
-    BeamSettings(beam=4, eval_len=16, length_penalty=0.8, no_repeat_ngram_size=3, repetition_penalty=1.3,
-                 eos_ids=EOS_IDS),
-    BeamSettings(beam=10, eval_len=16, length_penalty=1.0, no_repeat_ngram_size=2, min_length=3, eos_ids=EOS_IDS),
-    BeamSettings(beam=6, eval_len=16, length_penalty=-0.5, no_repeat_ngram_size=1, repetition_penalty=0.7,
-                 eos_ids=EOS_IDS),
-]
 
 
 @pytest.mark.parametrize("settings", SETTINGS)
