@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from alignment import numpy_reference
 from hf_reference import SMALL, random_weights
 
 from lora import set_trainable
@@ -15,22 +16,6 @@ from model import GPT2LMModel
 from optim import AdamW, clip_grad_norm
 
 SHAPES = {"w": (4, 3), "b": (3,)}
-
-
-def _numpy_adamw(params, grads, lrs, beta1, beta2, eps, wd, correct_bias):
-    """microsoft/LoRA's AdamW, step by step in float64 numpy."""
-    params = {n: p.astype(np.float64) for n, p in params.items()}
-    m = {n: np.zeros_like(p) for n, p in params.items()}
-    v = {n: np.zeros_like(p) for n, p in params.items()}
-    for t, (step_grads, lr) in enumerate(zip(grads, lrs), start=1):
-        for n in params:
-            g = step_grads[n].astype(np.float64)
-            m[n] = beta1 * m[n] + (1 - beta1) * g
-            v[n] = beta2 * v[n] + (1 - beta2) * g * g
-            step_size = lr * math.sqrt(1 - beta2 ** t) / (1 - beta1 ** t) if correct_bias else lr
-            params[n] = params[n] - step_size * m[n] / (np.sqrt(v[n]) + eps)
-            params[n] = params[n] - lr * wd * params[n]
-    return params
 
 
 @pytest.mark.parametrize("correct_bias", [True, False])
@@ -47,7 +32,7 @@ def test_adamw_equals_the_reference_formula_for_three_steps(correct_bias, weight
         for n, p in params.items():
             p.grad = torch.from_numpy(step_grads[n])
         optimizer.step(lr)
-    expected = _numpy_adamw(start, grads, lrs, 0.9, 0.98, 1e-6, weight_decay, correct_bias)
+    expected = numpy_reference.adamw(start, grads, lrs, 0.9, 0.98, 1e-6, weight_decay, correct_bias)
     assert optimizer.step_count == 3
     for n, p in params.items():
         assert np.abs(p.detach().numpy() - expected[n]).max() <= 1e-6
