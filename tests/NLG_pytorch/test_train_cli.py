@@ -2,7 +2,6 @@
 
 The runs use a micro GPT-2 card (vocabulary 512, width 32, 2 layers) registered for this module, so
 a step takes milliseconds; everything else is the real command."""
-import math
 import pathlib
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import pytest
 import torch
 
 import gpt2_ft
-from lora_nlg import cards, logs
+from lora_nlg import cards
 from lora_nlg.batching import TrainBatches, eval_batches, load_encoded
 from lora_nlg.cards import GPT2Config, LoRAConfig
 from lora_nlg.checkpoints import load_adapter, save_safetensors
@@ -22,6 +21,7 @@ from lora_nlg.schedules import lr_at
 from lora_nlg.train_cli import parse_args
 from lora_nlg.train_state import load_train_state
 from model import GPT2LMModel
+from alignment.train_runs import events, reference_eval_line, reference_train_line  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SEED = 110
@@ -54,22 +54,6 @@ def argv(data, work_dir, *extra, card="gpt2.micro"):
 
 def train(args, engine=gpt2_ft.TrainEngine):
     gpt2_ft.main(engine, args)
-
-
-def events(work_dir, kind, name="log.jsonl"):
-    return [e for e in logs.read_log(pathlib.Path(work_dir) / name) if e["type"] == kind]
-
-
-def reference_train_line(e):
-    """microsoft/LoRA gpt2_ft.py's train line (with the space before '| ms/batch' of its current version)."""
-    return (f"| epoch {e['epoch']:3d} step {e['step']:>8d} | {e['batch']:>6d} batches | lr {e['lr']:.3g} "
-            f"| ms/batch {e['ms_per_batch']:5.2f} | loss {e['loss']:5.2f} | avg loss {e['avg_loss']:5.2f} "
-            f"| ppl {math.exp(e['avg_loss']):5.2f}")
-
-
-def reference_eval_line(e):
-    return (f"| Eval {e['eval']:3d} at step {e['step']:>8d} | time: {e['time_s']:5.2f}s "
-            f"| valid loss {e['valid_loss']:5.2f} | valid ppl {e['valid_ppl']:5.2f} | best ppl {e['best_ppl']:5.2f} ")
 
 
 def test_two_epochs_write_reference_logs_jsonl_and_loadable_checkpoints(data, tmp_path):
