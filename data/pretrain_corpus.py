@@ -1,9 +1,10 @@
 """Build the CPU demo's pretraining corpus (non-E2E text as language-model examples; lora_nlg/pretrain_corpus.py).
 
-    python data/pretrain_corpus.py [--source DIR] [--squad dev|none] [--out data/cpu_demo_base]
+    python data/pretrain_corpus.py [--source DIR] [--squad_paragraphs N] [--out data/cpu_demo_base]
 
 train.jsonl: WebNLG 2017 train + DART train (the offline 18% pool when the mirror has no full DART
-train), both without records carrying E2E fields, + SQuAD v1.1 dev paragraphs in chunks.
+train), both without records carrying E2E fields, + N evenly spaced SQuAD v1.1 TRAIN paragraphs in
+chunks (never dev: the SQuAD pipeline tests on dev, and its base must not have read those paragraphs).
 valid.jsonl: evenly spaced records of WebNLG dev + DART dev, filtered the same way. Both files are
 encoded like data/prepare.py's output (records: context / completion ids; text: context
 [<|endoftext|>], completion = all its ids), so gpt2_ft.py trains on them unchanged;
@@ -25,18 +26,14 @@ from lora_nlg.jsonl import write_jsonl
 from lora_nlg.tokenizer import GPT2Tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SQUAD_DEV = sources.RawFile(
-    "data/squad/dev-v1.1.json", "https://rajpurkar.github.io/SQuAD-explorer/dataset/dev-v1.1.json",
-    "95aa6a52d5d6a735563366753ca50492a658031da74f301ac5238b03966972c9",
-    "95aa6a52d5d6a735563366753ca50492a658031da74f301ac5238b03966972c9")
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", help="local mirror (layout of microsoft/LoRA examples/NLG); default: download")
     parser.add_argument("--out", default=os.path.join(ROOT, "data", "cpu_demo_base"))
-    parser.add_argument("--squad", default="dev", choices=["dev", "none"],
-                        help="add the SQuAD v1.1 dev paragraphs (Wikipedia) for vocabulary coverage")
+    parser.add_argument("--squad_paragraphs", type=int, default=2000,
+                        help="add this many SQuAD v1.1 train paragraphs (Wikipedia) for vocabulary coverage; 0: none")
     parser.add_argument("--loss_on", default="text", choices=corpus.LOSS_ON,
                         help="records: loss on the sentence (as fine-tuning; half the cost) or on every token")
     parser.add_argument("--chunk_tokens", type=int, default=64, help="SQuAD paragraphs are cut into rows this long")
@@ -48,6 +45,8 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.valid_examples < 1 or (args.limit is not None and args.limit < 1):
         parser.error("--valid_examples and --limit must be >= 1")
+    if args.squad_paragraphs < 0:
+        parser.error("--squad_paragraphs must be >= 0")
     return args
 
 
@@ -75,15 +74,14 @@ def build(args):
                                    args.loss_on)
     valid_records = corpus.evenly_spaced(records["webnlg"]["valid"] + records["dart"]["valid"], args.valid_examples)
     valid = corpus.record_examples(encode_records(tokenizer, valid_records), args.loss_on)
-    if args.squad == "dev":
-        fetched = sources.from_mirror(SQUAD_DEV, args.source) if args.source else \
-            sources.download(SQUAD_DEV, args.download_dir)
-        paragraphs = corpus.squad_paragraphs(fetched.local)
-        paragraphs = corpus.evenly_spaced(paragraphs, args.limit) if args.limit else paragraphs
+    if args.squad_paragraphs:
+        fetched = sources.fetch_splits("squad", args.source, args.download_dir)["train"]
+        count = min(args.squad_paragraphs, args.limit) if args.limit else args.squad_paragraphs
+        paragraphs = corpus.evenly_spaced(corpus.squad_paragraphs(fetched.local), count)
         chunks = corpus.chunk_examples(tokenizer.encode_batch(paragraphs), args.chunk_tokens)
         train += chunks
-        log["squad/dev"] = {"file": SQUAD_DEV.path, "sha256": fetched.sha256, "paragraphs": len(paragraphs),
-                            "chunks": len(chunks), "chunk_tokens": args.chunk_tokens}
+        log["squad/train"] = {"file": fetched.raw.path, "sha256": fetched.sha256, "paragraphs": len(paragraphs),
+                              "chunks": len(chunks), "chunk_tokens": args.chunk_tokens}
     files = {}
     for name, examples in (("train.jsonl", train), ("valid.jsonl", valid)):
         write_jsonl(os.path.join(args.out, name), examples)

@@ -70,6 +70,19 @@ RAW_SPLITS = {
     },
 }
 
+# SQuAD v1.1 (data/prepare.py --dataset squad): the official dev set is the test set and the validation
+# set is a held-out slice of train. The official train file is not in the offline mirror; its stand-in
+# is a rebuild from the official explorer pages (same texts, questions and answers; synthetic ids).
+SQUAD_URL = "https://rajpurkar.github.io/SQuAD-explorer/dataset/"
+RAW_SPLITS["squad"] = {
+    "train": RawFile("data/squad/train-v1.1.json", SQUAD_URL + "train-v1.1.json", None, None),
+    "test": RawFile("data/squad/dev-v1.1.json", SQUAD_URL + "dev-v1.1.json",
+                    "95aa6a52d5d6a735563366753ca50492a658031da74f301ac5238b03966972c9",
+                    "95aa6a52d5d6a735563366753ca50492a658031da74f301ac5238b03966972c9"),
+}
+SQUAD_TRAIN_REBUILT = RawFile("data/squad/train-v1.1.reconstructed.json", None,
+                              "0fa03419ed03912c7c252559d2b7cd2449db11bd28130b9170264067552eb3fd", None)
+
 # Offline stand-in for DART train: an 18% line sample of it, already formatted (from 1Reminding/LoRA_Jittor).
 DART_TRAIN_POOL = RawFile("data/dart/sampled_18pct/train_formatted.jsonl", None,
                           "294f40d594e428673f8e0539a04a9e9bc66e977a6723533a0afcedb6e7e554d9", None)
@@ -106,11 +119,18 @@ def fetch_splits(dataset, source, cache_dir):
     """{split: Fetched} for train/valid/test of `dataset`, from the mirror `source` or (None) downloaded.
 
     A mirror without the full DART train split but with the 18% DART training pool gives the pool
-    as 'train' (callers see it as `raw == DART_TRAIN_POOL` and must say so).
+    as 'train' (callers see it as `raw == DART_TRAIN_POOL` and must say so); likewise a mirror without
+    the official SQuAD train file gives the rebuilt one (`raw == SQUAD_TRAIN_REBUILT`). SQuAD has no
+    'valid' file: data/prepare.py holds out part of train.
     """
     raws = dict(RAW_SPLITS[dataset])
     if source is None:
         return {split: download(raw, cache_dir) for split, raw in raws.items()}
+    if dataset == "squad" and not os.path.isfile(os.path.join(source, raws["train"].path)):
+        if not os.path.isfile(os.path.join(source, SQUAD_TRAIN_REBUILT.path)):
+            raise NLGError(f"{os.path.join(source, raws['train'].path)}: missing "
+                           f"(and no rebuilt SQuAD train {SQUAD_TRAIN_REBUILT.path} in {source} either)")
+        raws["train"] = SQUAD_TRAIN_REBUILT
     if dataset == "dart" and not os.path.isfile(os.path.join(source, raws["train"].path)):
         if not os.path.isfile(os.path.join(source, DART_TRAIN_POOL.path)):
             raise NLGError(f"{os.path.join(source, raws['train'].path)}: missing "

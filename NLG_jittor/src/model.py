@@ -218,7 +218,7 @@ class GPT2LMModel(nn.Module):
 
     def logits(self, hidden):
         """hidden [..., n_embd] -> logits [..., vocab] with the tied head (hidden @ wte.T)."""
-        return hidden @ self.wte.weight.t()
+        return jt.nn.matmul_transpose(hidden, self.wte.weight)  # no transposed copy of the [50257, C] table
 
     def loss(self, hidden, target, mask, label_smooth=0.0):
         """The reference's masked LM loss, computing logits only where mask > 0.

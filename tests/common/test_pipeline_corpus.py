@@ -91,11 +91,12 @@ def test_corpus_cli_writes_e2e_free_lm_examples_from_the_mirror(tmp_path):
     dart = manifest["sources"]["dart/train"]
     assert dart["records"] == 400 and dart["e2e_records_removed"] > 0
     assert dart["kept"] + dart["e2e_records_removed"] == 400
-    assert manifest["sources"]["squad/dev"]["paragraphs"] == 400
+    squad_train = manifest["sources"]["squad/train"]
+    assert squad_train["paragraphs"] == 400 and squad_train["file"].endswith("train-v1.1.reconstructed.json")
     tokenizer = GPT2Tokenizer(tmp_path / "vocab")
     rows = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
     assert len(rows) == manifest["files"]["train.jsonl"]["examples"]
-    squad = manifest["sources"]["squad/dev"]["chunks"]
+    squad = squad_train["chunks"]
     assert all(row["context"] == [EOS_ID] for row in rows[-squad:])  # plain text: every token has a loss
     assert all(row["context"][-1] == EOS_ID and len(row["context"]) > 1 for row in rows[:-squad])  # records
     text = tokenizer.decode([i for row in rows for i in row["context"] + row["completion"]])
