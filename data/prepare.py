@@ -1,6 +1,7 @@
 """Prepare one NLG dataset: fetch and verify, format, sample by input, encode.
 
-    python data/prepare.py --dataset {e2e,webnlg,dart} [--source DIR] [--fraction 0.18] [--seed 110] [--out DIR]
+    python data/prepare.py --dataset {e2e,webnlg,dart,squad} [--source DIR] [--fraction 0.18] [--seed 110] [--out DIR]
+                           [--seq_len 512] [--answer_tokens 32] [--valid_fraction 0.05]   (the last three: squad only)
 
 1. Raw files and the GPT-2 vocabulary come from their official locations, or with --source from a
    local mirror laid out like microsoft/LoRA's examples/NLG; every file is checked against its
@@ -9,6 +10,9 @@
 3. Each split keeps `fraction` of the inputs of each stratum with all their references
    (lora_nlg/sampling.py); --fraction 1.0 keeps everything.
 4. Ids as microsoft/LoRA's `gpt2_encode.py --add_bos --add_eos` (lora_nlg/encoding.py).
+SQuAD v1.1: the official dev file is the test split; `valid_fraction` of the train file's articles
+(at least one) is held out as the valid split before sampling; sampling keeps whole articles; prompts
+longer than the model's window get their paragraph cut (lora_nlg/squad_truncation.py).
 Writes <split>_formatted.jsonl (texts + metadata), <split>.jsonl (ids) and manifest.json into
 data/<dataset>/full or data/<dataset>/sampled_<pct>pct (--out). Same inputs -> same bytes.
 """
@@ -17,7 +21,7 @@ import json
 import os
 import time
 
-from lora_nlg import formats, sampling, sources
+from lora_nlg import formats, sampling, sources, squad_truncation
 from lora_nlg.encoding import encode_records
 from lora_nlg.errors import run_cli
 from lora_nlg.files import atomic_open, sha256_file
@@ -25,13 +29,22 @@ from lora_nlg.jsonl import write_jsonl
 from lora_nlg.tokenizer import GPT2Tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FORMATTERS = {"e2e": formats.format_e2e, "webnlg": formats.format_webnlg, "dart": formats.format_dart}
+FORMATTERS = {"e2e": formats.format_e2e, "webnlg": formats.format_webnlg, "dart": formats.format_dart,
+              "squad": formats.format_squad}
 STRATUM_RULES = {
     "e2e": "the Type value of the meaning representation ('no type' when absent)",
     "webnlg": "the WebNLG category",
     "dart": f"the lower-cased predicate of the first triple; predicates of fewer than "
             f"{sampling.DART_MIN_SHARE:.1%} of all inputs pooled as '{sampling.OTHER}'",
 }
+SQUAD_DEFAULTS = {"seq_len": 512, "answer_tokens": 32, "valid_fraction": 0.05}
+SQUAD_SAMPLING = ("by article: each split keeps max(1, round(fraction * articles)) whole articles (by title) with all "
+                  "their questions; file order kept. valid: valid_fraction of the train file's articles (at least "
+                  "one), held out before sampling; test: the official dev file")
+SQUAD_TRUNCATION = ("prompts over budget get their paragraph cut at word boundaries (never the question): contexts "
+                    "incl. EOS <= seq_len - answer_tokens ids; train / valid also context + completion <= seq_len, "
+                    "the window keeping the first gold answer (words go from the end farther from it first); "
+                    "test keeps the paragraph's beginning (the gold answers must not steer the input)")
 
 
 def fraction_arg(text):
@@ -41,25 +54,59 @@ def fraction_arg(text):
     return value
 
 
+def share_arg(text):
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: must be in (0, 1)")
+    return value
+
+
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: must be at least 1")
+    return value
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", required=True, choices=sorted(FORMATTERS))
     parser.add_argument("--source", help="local mirror (layout of microsoft/LoRA examples/NLG); default: download")
-    parser.add_argument("--fraction", type=fraction_arg, default=0.18, help="share of each stratum's inputs kept")
+    parser.add_argument("--fraction", type=fraction_arg, default=0.18,
+                        help="share of each stratum's inputs kept (SQuAD: of each split's articles)")
     parser.add_argument("--seed", type=int, default=110)
     parser.add_argument("--out", help="output folder (default data/<dataset>/full or sampled_<pct>pct)")
     parser.add_argument("--vocab-dir", default=os.path.join(ROOT, "data", "vocab"),
                         help="where the GPT-2 vocabulary is installed (decode / beam take it as --vocab)")
     parser.add_argument("--download-dir", default=os.path.join(ROOT, "data", "raw"), help="cache for downloads")
+    squad = parser.add_argument_group("SQuAD only (an error with the other datasets, whose texts are never cut)")
+    squad.add_argument("--seq_len", type=positive_int,
+                       help="the training / generation window: prompts are cut to fit it (default 512)")
+    squad.add_argument("--answer_tokens", type=positive_int,
+                       help="ids kept free for the generated answer: contexts get at most seq_len - answer_tokens "
+                            "ids, EOS included (default 32; the beam stage's eval_len)")
+    squad.add_argument("--valid_fraction", type=share_arg,
+                       help="share of the train file's articles held out as the valid split, at least one "
+                            "(default 0.05)")
     args = parser.parse_args(argv)
+    given = [name for name in SQUAD_DEFAULTS if getattr(args, name) is not None]
+    if args.dataset != "squad" and given:
+        parser.error(f"--{given[0]} only applies to --dataset squad")
+    if args.dataset == "squad":
+        for name, default in SQUAD_DEFAULTS.items():
+            setattr(args, name, default if getattr(args, name) is None else getattr(args, name))
+        if args.answer_tokens >= args.seq_len:
+            parser.error(f"--answer_tokens {args.answer_tokens} leaves no room for a prompt "
+                         f"in --seq_len {args.seq_len}")
     if args.out is None:
         name = "full" if args.fraction == 1 else f"sampled_{round(args.fraction * 100, 6):g}pct"
         args.out = os.path.join(ROOT, "data", args.dataset, name)
     return args
 
 
-def load_records(dataset, fetched):
-    """{split: records}, {split: notes}; the offline DART training pool is read as formatted records."""
+def load_records(dataset, fetched, holdout=None):
+    """{split: records}, {split: notes}; the offline DART training pool is read as formatted records;
+    SQuAD's valid split is held out of its train file (`holdout`: (valid_fraction, seed))."""
     records, notes = {}, {}
     for split, item in fetched.items():
         if item.raw == sources.DART_TRAIN_POOL:
@@ -67,13 +114,22 @@ def load_records(dataset, fetched):
             formats.check_triple_contexts(records[split], item.local)
         else:
             records[split], notes[split] = FORMATTERS[dataset](item.local)
+    if dataset == "squad":
+        train, valid = sampling.hold_out_articles(records["train"], *holdout, "squad/holdout")
+        records = {"train": train, "valid": valid, "test": records["test"]}
+        notes = {"train": notes["train"], "valid": [], "test": notes["test"]}
     return records, notes
 
 
 def stratum_function(dataset, records):
     if dataset == "dart":
         return sampling.dart_stratum_function(records)
-    return {"e2e": sampling.e2e_stratum, "webnlg": sampling.webnlg_stratum}[dataset]
+    return {"e2e": sampling.e2e_stratum, "webnlg": sampling.webnlg_stratum, "squad": sampling.squad_stratum}[dataset]
+
+
+def raw_file_of(split, fetched):
+    """The raw file a split comes from (SQuAD's valid split: the train file)."""
+    return fetched[split if split in fetched else "train"]
 
 
 def pool_note(fraction):
@@ -84,8 +140,22 @@ def pool_note(fraction):
                    f"i.e. about {min(fraction, sources.DART_POOL_FRACTION):.4g} of DART train's references")
 
 
+def rebuilt_train_note():
+    return (f"the official SQuAD v1.1 train file is not in the source: train and valid come from "
+            f"{sources.SQUAD_TRAIN_REBUILT.path} (rebuilt from the official explorer pages: the same paragraphs, "
+            f"questions and answers, synthetic ids)")
+
+
+def sampling_rule(dataset):
+    if dataset == "squad":
+        return SQUAD_SAMPLING
+    return (f"stratified by input, strata: {STRATUM_RULES[dataset]}; each stratum keeps "
+            "max(1, round(fraction * inputs)) inputs with all their references; file order kept")
+
+
 def stratum_table(dataset, fraction, seed, counts):
-    """Per stratum and split: inputs kept/all (references kept), like the seed README's table."""
+    """Per stratum and split: inputs kept/all (references kept), like the seed README's table; SQuAD's
+    inputs are articles and its references questions."""
     splits = list(counts)
     totals = {}
     for split in splits:
@@ -103,16 +173,41 @@ def stratum_table(dataset, fraction, seed, counts):
     every = [list(counts[split].values()) for split in splits]
     rows.append(["all", *(cell(cs) for cs in every), cell([c for cs in every for c in cs])])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = [f"{dataset}: {fraction:g} of the inputs of each stratum (seed {seed}); "
-             f"cells: inputs kept/all (references kept)"]
+    inputs, references = ("articles", "questions") if dataset == "squad" else ("inputs", "references")
+    lines = [f"{dataset}: {fraction:g} of the {inputs} of each stratum (seed {seed}); "
+             f"cells: {inputs} kept/all ({references} kept)"]
     lines += ["  ".join(text.ljust(width) for text, width in zip(row, widths)).rstrip() for row in rows]
     return "\n".join(lines)
 
 
-def write_split(out, split, records, tokenizer, files):
+def encode_split(args, split, records, tokenizer, source):
+    """(records, encoded rows, truncation counts or None); SQuAD prompts are cut to fit --seq_len."""
+    if args.dataset != "squad":
+        return records, encode_records(tokenizer, records), None
+    return squad_truncation.fit_records(records, tokenizer, args.seq_len, args.answer_tokens,
+                                        keep_answer=split != "test", source=source)
+
+
+def truncation_line(split, count, args):
+    line = (f"note: squad {split}: paragraph cut in {count['truncated']} of {count['questions']} prompts to fit "
+            f"--seq_len {args.seq_len} (contexts <= {args.seq_len - args.answer_tokens} ids incl. EOS)")
+    if "answers_cut_off" in count:
+        line += f"; questions that lost every gold answer to the cut: {count['answers_cut_off']}"
+    return line + f"; answer_start mismatches in cut rows (located by text): {count['answer_start_mismatches']}"
+
+
+def squad_settings(args, rebuilt_note, counts):
+    return {"seq_len": args.seq_len, "answer_tokens": args.answer_tokens,
+            "context_budget": args.seq_len - args.answer_tokens, "truncation": SQUAD_TRUNCATION,
+            "valid_fraction": args.valid_fraction,
+            "valid_held_out": {"articles": sum(c.inputs_full for c in counts["valid"].values()),
+                               "questions": sum(c.references_full for c in counts["valid"].values())},
+            "train_rebuilt_note": rebuilt_note}
+
+
+def write_split(out, split, records, encoded, files):
     """Write <split>_formatted.jsonl and the encoded <split>.jsonl, add their sha256 to `files`;
     return the longest example in tokens (rows beyond the training seq_len get truncated)."""
-    encoded = encode_records(tokenizer, records)
     for name, items in ((f"{split}_formatted.jsonl", records), (f"{split}.jsonl", encoded)):
         write_jsonl(os.path.join(out, name), items)
         files[name] = sha256_file(os.path.join(out, name))
@@ -127,20 +222,26 @@ def prepare(args):
         if not item.verified:
             print(f"note: {item.local}: no sha256 recorded in lora_nlg/sources.py to check it against "
                   f"(its sha256 is {item.sha256}); check the file, then record the sum")
-    records, notes = load_records(args.dataset, fetched)
+    records, notes = load_records(args.dataset, fetched, (args.valid_fraction, args.seed))
     stratum_of = stratum_function(args.dataset, records)
+    key_of = sampling.squad_article if args.dataset == "squad" else sampling.context_text
     tokenizer = GPT2Tokenizer(args.vocab_dir)
 
     uses_pool = fetched["train"].raw == sources.DART_TRAIN_POOL
     pool_share, note = pool_note(args.fraction) if uses_pool else (None, None)
     if uses_pool:
         print(f"NOTE: {note}")
-    counts, splits, files = {}, {}, {}
+    rebuilt_note = rebuilt_train_note() if fetched["train"].raw == sources.SQUAD_TRAIN_REBUILT else None
+    if rebuilt_note:
+        print(f"NOTE: {rebuilt_note}")
+    counts, splits, files, truncation = {}, {}, {}, {}
     for split, rows in records.items():
         fraction = pool_share if split == "train" and uses_pool else args.fraction
-        kept, counts[split] = sampling.sample_inputs(rows, stratum_of, fraction, args.seed, f"{args.dataset}/{split}")
-        kept_rows = [rows[i] for i in kept]
-        longest = write_split(args.out, split, kept_rows, tokenizer, files)
+        kept, counts[split] = sampling.sample_inputs(rows, stratum_of, fraction, args.seed, f"{args.dataset}/{split}",
+                                                     key_of)
+        kept_rows, encoded, truncation[split] = encode_split(args, split, [rows[i] for i in kept], tokenizer,
+                                                             raw_file_of(split, fetched).local)
+        longest = write_split(args.out, split, kept_rows, encoded, files)
         splits[split] = {
             "fraction": fraction,
             "inputs": sum(c.inputs for c in counts[split].values()),
@@ -151,17 +252,20 @@ def prepare(args):
             "notes": notes[split],
             "strata": {stratum: counts[split][stratum]._asdict() for stratum in sorted(counts[split])},
         }
+        if truncation[split] is not None:
+            truncation[split] = {"questions": len(kept_rows), **truncation[split]}
+            splits[split]["truncation"] = truncation[split]
     manifest = {
         "dataset": args.dataset,
         "fraction": args.fraction,
         "seed": args.seed,
-        "sampling": f"stratified by input, strata: {STRATUM_RULES[args.dataset]}; each stratum keeps "
-                    "max(1, round(fraction * inputs)) inputs with all their references; file order kept",
+        "sampling": sampling_rule(args.dataset),
         "source": "local mirror" if args.source else "official download",
         "raw_files": [{"file": item.raw.path, "sha256": item.sha256, "sha256_recorded": item.verified}
                       for item in [*vocab, *fetched.values()]],
         "dart_train_pool": {"file": sources.DART_TRAIN_POOL.path, "fraction_of_pool": pool_share, "note": note}
         if uses_pool else None,
+        **({"squad": squad_settings(args, rebuilt_note, counts)} if args.dataset == "squad" else {}),
         "splits": splits,
         "files": files,
     }
@@ -172,6 +276,8 @@ def prepare(args):
     for split in records:
         for line in notes[split]:
             print(f"note: {args.dataset} {split}: {line}")
+        if truncation[split] is not None:
+            print(truncation_line(split, truncation[split], args))
     print(f"wrote {', '.join([*files, 'manifest.json'])} to {args.out}; vocabulary in {args.vocab_dir} "
           f"({time.time() - started:.1f} s)")
     return manifest

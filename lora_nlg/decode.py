@@ -1,7 +1,7 @@
 """Beam-search predictions (token ids) -> reference / prediction files in the official scorers' layouts.
 
     gpt2_decode.py --vocab DIR --sample_file PRED.jsonl --input_file TEST_formatted.jsonl
-                   --output_ref_file REF --output_pred_file PRED.txt --ref_type {e2e,webnlg,dart}
+                   --output_ref_file REF --output_pred_file PRED.txt --ref_type {e2e,webnlg,dart,squad}
                    [--ref_num 6] [--tokenize] [--lower] [--filter {all,seen,unseen}] [--ref_unique_file IDS]
 
 Flags and text handling as microsoft/LoRA's gpt2_decode.py:
@@ -12,6 +12,8 @@ Flags and text handling as microsoft/LoRA's gpt2_decode.py:
 - --lower lower-cases, --tokenize spaces out every non-word character (`re.split(r'(\\W)')`).
 Beyond the reference: texts are made one line (a line break inside a text becomes a space, or the
 files would misalign); the number of predictions must match the inputs (an NLGError otherwise).
+SQuAD (not in the reference): a prediction is an answer, cut at the first line break ('\\n') and
+'<|endoftext|>' and stripped; the rows' gold answers are the references; --tokenize / --lower do not apply.
 
 Prediction jsonl: one `{"id": int, "predict": [ids]}` per line. Our beam search decodes each
 unique input once and `id` indexes the unique inputs in order of first appearance; the reference's
@@ -26,14 +28,19 @@ as the reference does; extra ones are dropped, with a note) parallel to PRED, LF
 final newline (GenerationEval reads `split('\\n')`). webnlg with --filter all also writes the seen
 and unseen subsets next to them, `REF_seen`, `PRED_seen.txt` and `_unseen` likewise (the paper
 reports BLEU unseen / seen / all); a row is seen when its `seen` (or the reference's `cate`) flag is true.
+squad: REF is a SQuAD v1.1 JSON file holding exactly the decoded test questions (rows need `id`,
+`question`, `title`, `answers`): articles by title in order of first appearance, one paragraph per
+input with the prompt as its context; PRED is the JSON {question id: answer}, every question of an
+input (rows with identical prompts) getting its prediction. Score them with eval/squad_eval.py.
 """
 import argparse
 import os
 import re
 
 from lora_nlg.errors import NLGError
-from lora_nlg.files import atomic_open
+from lora_nlg.files import atomic_open, write_json
 from lora_nlg.jsonl import read_jsonl
+from lora_nlg.metrics import squad
 from lora_nlg.tokenizer import GPT2Tokenizer
 
 EOS_TEXT = "<|endoftext|>"
@@ -41,9 +48,12 @@ SEEN_KEYS = ("seen", "cate")  # ours (lora_nlg.formats), microsoft/LoRA's
 
 
 class Input:
-    """One unique input: its references and (WebNLG) whether its category was seen in training."""
+    """One unique input: its test rows (with their line numbers), references, and (WebNLG) whether
+    its category was seen in training."""
 
-    def __init__(self, seen):
+    def __init__(self, context, seen):
+        self.context = context
+        self.rows = []
         self.references = []
         self.seen = seen
         self.prediction = None
@@ -53,6 +63,11 @@ def clean_text(text):
     """Cut at the first end-of-text and blank line, strip, and keep it on one line."""
     text = text.split(EOS_TEXT)[0].split("\n\n")[0].strip()
     return " ".join(text.splitlines())
+
+
+def squad_answer(text):
+    """An answer ends at the first line break or end-of-text (generation stops there too)."""
+    return text.split(EOS_TEXT)[0].split("\n")[0].strip()
 
 
 def post_process(text, tokenize, lower):
@@ -86,7 +101,8 @@ def group_inputs(input_file, unique_ids=None):
         key = record["context"] if unique_ids is None else unique_ids[number - 1]
         if key not in index_of:
             index_of[key] = len(inputs)
-            inputs.append(Input(next((bool(record[k]) for k in SEEN_KEYS if k in record), None)))
+            inputs.append(Input(record["context"], next((bool(record[k]) for k in SEEN_KEYS if k in record), None)))
+        inputs[index_of[key]].rows.append((number, record))
         inputs[index_of[key]].references.append(clean_text(record["completion"]))
         row_input.append(index_of[key])
     if not inputs:
@@ -96,8 +112,8 @@ def group_inputs(input_file, unique_ids=None):
     return inputs, row_input
 
 
-def attach_predictions(sample_file, inputs, row_input, tokenizer):
-    """Decode each prediction into its input; the id layout is told apart by the count."""
+def attach_predictions(sample_file, inputs, row_input, tokenizer, clean=clean_text):
+    """Decode each prediction into its input, cut by `clean`; the id layout is told apart by the count."""
     records = list(read_jsonl(sample_file, required=("id", "predict")))
     if len(records) == len(inputs):
         target = list(range(len(inputs)))
@@ -114,7 +130,7 @@ def attach_predictions(sample_file, inputs, row_input, tokenizer):
         if not (isinstance(ids, list) and all(isinstance(t, int) and 0 <= t < tokenizer.vocab_size for t in ids)):
             raise NLGError(f"{sample_file}: line {number}: 'predict' must be a list of token ids")
         used_ids.add(index)
-        inputs[target[index]].prediction = clean_text(tokenizer.decode(ids))
+        inputs[target[index]].prediction = clean(tokenizer.decode(ids))
 
 
 def select(inputs, subset):
@@ -150,6 +166,33 @@ def write_multi_reference(inputs, ref_dir, pred_path, ref_num, tokenize, lower):
     _write(pred_path, "\n".join(post_process(i.prediction, tokenize, lower) for i in inputs))
 
 
+def squad_files(inputs, input_file):
+    """(SQuAD v1.1 dataset of the inputs' questions, {question id: prediction}), questions in file order."""
+    rows = sorted(((number, row, item) for item in inputs for number, row in item.rows), key=lambda r: r[0])
+    articles, predictions = {}, {}
+    for number, row, item in rows:
+        check_squad_row(input_file, number, row)
+        if row["id"] in predictions:
+            raise NLGError(f"{input_file}: line {number}: question id {row['id']} appears twice")
+        predictions[row["id"]] = item.prediction
+        paragraphs = articles.setdefault(row["title"], {})
+        if item.context not in paragraphs:
+            paragraphs[item.context] = {"context": item.context, "qas": []}
+        paragraphs[item.context]["qas"].append(
+            {"id": row["id"], "question": row["question"], "answers": row["answers"]})
+    data = [{"title": title, "paragraphs": list(paragraphs.values())} for title, paragraphs in articles.items()]
+    return {"version": squad.VERSION, "data": data}, predictions
+
+
+def check_squad_row(input_file, number, row):
+    for key in ("id", "question", "title"):
+        if not isinstance(row.get(key), str):
+            raise NLGError(f"{input_file}: line {number}: --ref_type squad needs a string {key!r} "
+                           "(a SQuAD formatted test file)")
+    if not squad.is_answer_list(row.get("answers")):
+        raise NLGError(f"{input_file}: line {number}: 'answers' must be a non-empty list of {{'text': ...}} objects")
+
+
 def subset_path(path, subset):
     root, extension = os.path.splitext(path.rstrip(os.sep))
     return f"{root}_{subset}{extension}"
@@ -167,10 +210,12 @@ def parse_args(argv):
     parser.add_argument("--vocab", required=True, help="folder with encoder.json and vocab.bpe")
     parser.add_argument("--sample_file", required=True, help="beam-search predictions (jsonl of token ids)")
     parser.add_argument("--input_file", required=True, help="formatted test jsonl (context, completion, ...)")
-    parser.add_argument("--output_ref_file", required=True, help="e2e: reference file; webnlg/dart: folder")
-    parser.add_argument("--output_pred_file", required=True, help="prediction / hypothesis file")
+    parser.add_argument("--output_ref_file", required=True,
+                        help="e2e: reference file; webnlg/dart: folder; squad: SQuAD v1.1 dataset JSON")
+    parser.add_argument("--output_pred_file", required=True,
+                        help="prediction / hypothesis file; squad: JSON {question id: answer}")
     parser.add_argument("--ref_unique_file", help="optional: one integer per test row naming its input")
-    parser.add_argument("--ref_type", default="e2e", choices=["e2e", "webnlg", "dart"])
+    parser.add_argument("--ref_type", default="e2e", choices=["e2e", "webnlg", "dart", "squad"])
     parser.add_argument("--ref_num", type=int, default=6, help="webnlg/dart: number of reference files")
     parser.add_argument("--tokenize", action="store_true", help="space out non-word characters")
     parser.add_argument("--lower", action="store_true", help="lower-case")
@@ -179,6 +224,8 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.ref_num < 1:
         parser.error("--ref_num must be at least 1")
+    if args.ref_type == "squad" and (args.tokenize or args.lower):
+        parser.error("--tokenize and --lower do not apply to --ref_type squad (the scorer normalises answers)")
     return args
 
 
@@ -187,8 +234,15 @@ def main(argv=None):
     tokenizer = GPT2Tokenizer(args.vocab)
     unique_ids = read_unique_ids(args.ref_unique_file) if args.ref_unique_file else None
     inputs, row_input = group_inputs(args.input_file, unique_ids)
-    attach_predictions(args.sample_file, inputs, row_input, tokenizer)
+    attach_predictions(args.sample_file, inputs, row_input, tokenizer,
+                       squad_answer if args.ref_type == "squad" else clean_text)
     print(f"{len(inputs)} unique inputs ({len(row_input)} test rows) from {args.input_file}")
+    if args.ref_type == "squad":
+        dataset, predictions = squad_files(select(inputs, args.filter), args.input_file)
+        write_json(args.output_ref_file, dataset)
+        write_json(args.output_pred_file, predictions)
+        print(f"wrote {len(predictions)} questions to {args.output_ref_file} and {args.output_pred_file}")
+        return
     if args.ref_type == "e2e":
         write_e2e(select(inputs, args.filter), args.output_ref_file, args.output_pred_file, args.tokenize, args.lower)
         print(f"wrote {args.output_ref_file} and {args.output_pred_file}")

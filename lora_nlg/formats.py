@@ -1,4 +1,4 @@
-"""Raw E2E / WebNLG 2017 / DART files -> records {"context": str, "completion": str, ...}.
+"""Raw E2E / WebNLG 2017 / DART / SQuAD v1.1 files -> records {"context": str, "completion": str, ...}.
 
 The context and completion texts are exactly what microsoft/LoRA's
 `examples/NLG/src/format_converting_{e2e,webnlg,dart}.py` write, so encoded ids, references and
@@ -9,6 +9,9 @@ scores stay comparable with the reference:
   `category` and `seen` (the category is one of the 10 training categories; the reference's
   `cate` flag), which decode needs to score seen / unseen / all.
 - DART: the `tripleset` likewise, with the predicate lower-cased; every annotation is a reference.
+- SQuAD v1.1 (no reference converter): one record per question, context `squad_prompt(paragraph,
+  question)`, completion the first gold answer; extra keys `id`, `question`, `title` and `answers`
+  (every gold answer as in the source), which sampling by article and scoring need.
 Records come in file order, one per reference. Each converter also returns notes: facts about the
 data that change what is kept (skipped lexicalisations, empty texts), printed and put in the manifest.
 """
@@ -79,6 +82,76 @@ def format_dart(path):
             (text,) = _fields(annotation, ("text",), where)
             records.append({"context": context, "completion": text})
     return records, _reference_notes(records, path)
+
+
+def squad_prompt(paragraph, question):
+    """The SQuAD prompt, the same for training and generation: `Context: ... Question: ... Answer:`."""
+    return f"Context: {paragraph.strip()} Question: {question.strip()} Answer:"
+
+
+def squad_paragraph(record):
+    """The (stripped, possibly truncated) paragraph inside a SQuAD record's prompt."""
+    prefix, suffix = "Context: ", f" Question: {record['question'].strip()} Answer:"
+    return record["context"][len(prefix):len(record["context"]) - len(suffix)]
+
+
+def answer_span(paragraph, answer):
+    """(start, end, exact) of a gold answer in `paragraph`: at its answer_start where that points at its
+    text, else at the first occurrence of the text (exact False; start -1: the text is not there).
+    Offsets count from the source paragraph, so a stripped one with leading whitespace needs the fallback."""
+    text, start = answer["text"], answer["answer_start"]
+    if paragraph.startswith(text, start):
+        return start, start + len(text), True
+    found = paragraph.find(text.strip())
+    return found, found + len(text.strip()), False
+
+
+def format_squad(path):
+    """A SQuAD v1.1 file (train or dev) -> one record per question, in file order. Every question
+    needs at least one answer whose text is in its paragraph; ids must be unique (predictions are
+    keyed by them)."""
+    articles = _field(_load_json(path, dict), "data", path, list)
+    records, ids, shifted = [], set(), 0
+    for article_number, article in enumerate(articles, 1):
+        where = f"{path}: article {article_number}"
+        (title,) = _fields(article, ("title",), where)
+        for paragraph_number, paragraph in enumerate(_field(article, "paragraphs", where, list), 1):
+            where_paragraph = f"{where} paragraph {paragraph_number}"
+            (text,) = _fields(paragraph, ("context",), where_paragraph)
+            if not text.strip():
+                raise NLGError(f"{where_paragraph}: empty context")
+            for qa in _field(paragraph, "qas", where_paragraph, list):
+                (qid,) = _fields(qa, ("id",), f"{where_paragraph} question")
+                where_question = f"{where_paragraph} question {qid}"
+                if qid in ids:
+                    raise NLGError(f"{where_question}: duplicate question id")
+                ids.add(qid)
+                (question,) = _fields(qa, ("question",), where_question)
+                if not question.strip():
+                    raise NLGError(f"{where_question}: empty question")
+                answers = [_squad_answer(answer, where_question)
+                           for answer in _field(qa, "answers", where_question, list)]
+                if not answers:
+                    raise NLGError(f"{where_question}: no answers (every SQuAD v1.1 train / dev question has one)")
+                for answer in answers:
+                    start, _, exact = answer_span(text, answer)
+                    if start < 0:
+                        raise NLGError(f"{where_question}: answer {answer['text']!r} is not in the paragraph")
+                    shifted += not exact
+                records.append({"context": squad_prompt(text, question), "completion": answers[0]["text"].strip(),
+                                "id": qid, "question": question, "title": title, "answers": answers})
+    notes = [f"{shifted} gold answer(s) whose answer_start does not point at their text; "
+             "located by the first occurrence of the text where truncation needs them"] if shifted else []
+    return records, notes
+
+
+def _squad_answer(answer, where):
+    """{"text", "answer_start"} of one gold answer, checked."""
+    (text,) = _fields(answer, ("text",), where)
+    start = _field(answer, "answer_start", where)
+    if not (type(start) is int and start >= 0 and text.strip()):
+        raise NLGError(f"{where}: an answer needs a non-empty text and an answer_start >= 0")
+    return {"text": text, "answer_start": start}
 
 
 def read_formatted(path):

@@ -10,9 +10,12 @@ Paper settings (GPT-2 M) come from microsoft/LoRA's examples/NLG README and the 
 - decode and score: E2E references grouped per input and scored by e2e-metrics; WebNLG / DART
   with 6 reference files, `--tokenize --lower`, GenerationEval `-nr 6 -m bleu,meteor,ter`, WebNLG
   on all / seen / unseen categories (the paper's three BLEU columns).
+SQuAD v1.1 (the second seed, not in the paper): the seed's LoRA (r=8, alpha 16, dropout 0.1 on the
+attention and feed-forward projections), 2 epochs; greedy answers of at most 32 tokens, stopped at a
+newline; EM / F1 by eval/squad_eval.py (the official v1.1 evaluation).
 Presets: `paper` = full data; `sampled` = the 18% stratified sample (what the seed reproduction
-ran); both fine-tune a pretrained GPT-2 Medium. `cpu` = the E2E demo for 2 CPU cores: a small GPT-2
-base pretrained here on non-E2E text (lora_nlg.pretrain_corpus), then LoRA on the E2E sample.
+ran); both fine-tune a pretrained GPT-2 Medium. `cpu` = the demos for 2 CPU cores (E2E and SQuAD): a
+small GPT-2 base pretrained here on non-E2E text (lora_nlg.pretrain_corpus), then LoRA on a sample.
 """
 from dataclasses import dataclass, field
 
@@ -42,18 +45,19 @@ class Dataset:
     beam: dict = field(default_factory=dict)  # overrides of PAPER_BEAM
     decode: tuple = ()  # extra gpt2_decode.py flags
     subsets: tuple = ("all",)  # decode --filter subsets that get scored
+    scorer: str = "generation"  # e2e: e2e-metrics; generation: GenerationEval; squad: EM / F1
 
-    @property
-    def multi_reference(self):
-        """WebNLG / DART: reference folders scored by GenerationEval; E2E: one grouped file, e2e-metrics."""
-        return self.name != "e2e"
 
+SQUAD_LORA = {"lora_dim": 8, "lora_alpha": 16, "lora_dropout": 0.1, "lora_targets": "attn,mlp"}  # the seed's
+SQUAD_GREEDY = {"beam": 1, "length_penalty": 1.0, "no_repeat_ngram_size": 0, "eval_len": 32,
+                "eos_token_id": (198, 628)}  # stop at "\n" and "\n\n" (and <|endoftext|>, always)
 
 DATASETS = {
-    "e2e": Dataset("e2e"),
+    "e2e": Dataset("e2e", scorer="e2e"),
     "webnlg": Dataset("webnlg", decode=("--ref_num", "6", "--tokenize", "--lower"), subsets=("all", "seen", "unseen")),
     "dart": Dataset("dart", train={"weight_decay": 0.0, "lora_dropout": 0.0, "label_smooth": 0.0},
                     decode=("--ref_num", "6", "--tokenize", "--lower")),
+    "squad": Dataset("squad", train={**SQUAD_LORA, "max_epoch": 2}, beam=SQUAD_GREEDY, scorer="squad"),
 }
 
 
@@ -67,6 +71,10 @@ class Preset:
     pretrained: str | None = "pretrained_checkpoints/gpt2-medium"  # default --init_checkpoint (None: built here)
     datasets: tuple = tuple(DATASETS)
     note: str = ""
+    by_dataset: dict = field(default_factory=dict)  # dataset -> {"fraction", "train", "beam"} overriding the above
+
+    def fraction_of(self, dataset):
+        return self.by_dataset.get(dataset, {}).get("fraction", self.fraction)
 
 
 CPU_BASE_DIR = "pretrained_checkpoints/cpu_demo_base"  # HF layout, shared by both frameworks
@@ -89,14 +97,18 @@ PRESETS = {
         train={"model_card": "gpt2.tiny", "lr": 0.002, "warmup_step": 50, "max_epoch": 1,
                "log_interval": 50, "eval_interval": 1000, "save_interval": 1000},
         beam={"batch_size": 32},
-        pretrained=None, datasets=("e2e",),
-        note="2 CPU cores: gpt2.tiny pretrained here on WebNLG + E2E-free DART (+ SQuAD) text, then LoRA on the "
-             "E2E sample"),
+        pretrained=None, datasets=("e2e", "squad"),
+        note="2 CPU cores: gpt2.tiny pretrained here on WebNLG + E2E-free DART + SQuAD-train text, then LoRA on a "
+             "sample",
+        # SQuAD: 5% of the articles (~4,000 training questions), prompts cut to fit 384 tokens, one epoch
+        by_dataset={"squad": {"fraction": 0.05, "train": {"seq_len": 384, "max_epoch": 1, "warmup_step": 50},
+                              "beam": {"batch_size": 32, "seq_len": 384}}}),
 }
 
 # what the cpu preset cannot do honestly: its base has seen WebNLG and DART training text
-CPU_ONLY_E2E = ("--preset cpu is the E2E demo: its base model is pretrained on WebNLG and DART text, so "
-                "it cannot be evaluated on {dataset}; use --preset sampled or paper with a pretrained GPT-2")
+CPU_ONLY_E2E = ("--preset cpu has demos for E2E and SQuAD only: its base model is pretrained on WebNLG and "
+                "DART text, so it cannot be evaluated on {dataset}; use --preset sampled or paper with a "
+                "pretrained GPT-2")
 
 
 def get_preset(name, dataset):
@@ -117,12 +129,25 @@ def data_variant(fraction):
 
 def train_settings(dataset, preset):
     """gpt2_ft.py flags (name -> value) of a dataset under a preset."""
-    return {**PAPER_TRAIN, **DATASETS[dataset].train, **PRESETS[preset].train}
+    chosen = PRESETS[preset]
+    return {**PAPER_TRAIN, **DATASETS[dataset].train, **chosen.train,
+            **chosen.by_dataset.get(dataset, {}).get("train", {})}
 
 
 def beam_settings(dataset, preset):
     """gpt2_beam.py flags (name -> value) of a dataset under a preset."""
-    return {**PAPER_BEAM, **DATASETS[dataset].beam, **PRESETS[preset].beam}
+    chosen = PRESETS[preset]
+    return {**PAPER_BEAM, **DATASETS[dataset].beam, **chosen.beam,
+            **chosen.by_dataset.get(dataset, {}).get("beam", {})}
+
+
+def prepare_settings(dataset, preset):
+    """data/prepare.py flags beyond --fraction / --seed: SQuAD cuts its prompts to the training seq_len,
+    keeping room for the longest answer generated."""
+    if dataset != "squad":
+        return {}
+    return {"seq_len": train_settings(dataset, preset)["seq_len"],
+            "answer_tokens": beam_settings(dataset, preset)["eval_len"]}
 
 
 def beam_label(settings):
@@ -133,12 +158,15 @@ def beam_label(settings):
 
 
 def as_flags(settings):
-    """{name: value} -> ["--name", "value", ...] in the dict's order (True -> a bare flag, False/None dropped)."""
+    """{name: value} -> ["--name", "value", ...] in the dict's order (True -> a bare flag, False/None dropped,
+    a tuple -> the flag repeated once per item)."""
     argv = []
     for name, value in settings.items():
         if value is None or value is False:
             continue
-        argv.append(f"--{name}")
-        if value is not True:
-            argv.append(f"{value:g}" if isinstance(value, float) else str(value))
+        if value is True:
+            argv.append(f"--{name}")
+            continue
+        for item in value if isinstance(value, tuple) else [value]:
+            argv += [f"--{name}", f"{item:g}" if isinstance(item, float) else str(item)]
     return argv

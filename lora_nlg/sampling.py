@@ -4,6 +4,9 @@ Sampling lines (what the seed project did) splits an input's references between 
 ones, so a sampled test set has ~1.85 references per input instead of E2E's ~7.4 and multi-reference
 metrics change meaning. Here an input (the context text: an E2E meaning representation, a WebNLG /
 DART triple set; the same key decode groups references by) is kept or dropped with all its lines.
+SQuAD samples whole ARTICLES instead (key: the title; one stratum), so the questions of a kept
+article keep all their sibling questions on the same paragraphs and no paragraph is split between
+train and validation.
 
 Each stratum keeps round(fraction * n_inputs) inputs, at least one, chosen by a numpy Generator
 seeded from the user seed and a sha256 of "dataset/split/stratum" (Python's hash() is salted per
@@ -19,10 +22,11 @@ import numpy as np
 NO_TYPE = "no type"  # E2E meaning representations without a Type field
 OTHER = "other"  # DART first predicates too rare to be a stratum of their own
 DART_MIN_SHARE = 0.005
+ARTICLE = "article"  # SQuAD's one stratum
 
 
 class Input(NamedTuple):
-    context: str
+    key: str  # what identifies the input: its context text, or a SQuAD article's title
     stratum: str
     lines: list  # indices of its records (references), in file order
 
@@ -47,6 +51,19 @@ def webnlg_stratum(record):
     return record["category"]
 
 
+def squad_stratum(record):
+    return ARTICLE
+
+
+def squad_article(record):
+    """The sampling unit of SQuAD: the article (its title), with all its paragraphs and questions."""
+    return record["title"]
+
+
+def context_text(record):
+    return record["context"]
+
+
 def first_predicate(record):
     """The (already lower-cased) predicate of the first triple of a DART context."""
     return record["context"].split(" | ", 1)[0].split(" : ")[1]
@@ -61,16 +78,18 @@ def dart_stratum_function(records_by_split, min_share=DART_MIN_SHARE):
     return lambda record: first_predicate(record) if first_predicate(record) in common else OTHER
 
 
-def group_inputs(records, stratum_of):
-    """Inputs in order of first appearance; an input's stratum is that of its first record."""
-    by_context = {}
+def group_inputs(records, stratum_of, key_of=context_text):
+    """Inputs (records sharing `key_of`) in order of first appearance; an input's stratum is that of
+    its first record."""
+    by_key = {}
     for index, record in enumerate(records):
-        found = by_context.get(record["context"])
+        key = key_of(record)
+        found = by_key.get(key)
         if found is None:
-            by_context[record["context"]] = Input(record["context"], stratum_of(record), [index])
+            by_key[key] = Input(key, stratum_of(record), [index])
         else:
             found.lines.append(index)
-    return list(by_context.values())
+    return list(by_key.values())
 
 
 def stable_seed(seed, *parts):
@@ -79,10 +98,10 @@ def stable_seed(seed, *parts):
     return [seed, int.from_bytes(digest[:8], "little")]
 
 
-def sample_inputs(records, stratum_of, fraction, seed, name):
+def sample_inputs(records, stratum_of, fraction, seed, name, key_of=context_text):
     """Kept line indices (sorted) and {stratum: StratumCount} for one split `name` ("dataset/split")."""
     strata = {}
-    for item in group_inputs(records, stratum_of):
+    for item in group_inputs(records, stratum_of, key_of):
         strata.setdefault(item.stratum, []).append(item)
     kept_lines, counts = [], {}
     for stratum, inputs in strata.items():
@@ -94,3 +113,11 @@ def sample_inputs(records, stratum_of, fraction, seed, name):
         counts[stratum] = StratumCount(len(inputs), sum(len(item.lines) for item in inputs),
                                        len(strata[stratum]), sum(len(item.lines) for item in strata[stratum]))
     return sorted(kept_lines), counts
+
+
+def hold_out_articles(records, fraction, seed, name):
+    """(kept, held out): `fraction` of the SQuAD articles of `records` (at least one), chosen like a
+    sample, go to the held-out list with all their questions; both lists stay in file order."""
+    held = set(sample_inputs(records, squad_stratum, fraction, seed, name, squad_article)[0])
+    return ([record for i, record in enumerate(records) if i not in held],
+            [record for i, record in enumerate(records) if i in held])

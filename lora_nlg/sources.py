@@ -111,7 +111,8 @@ def download(raw, cache_dir):
                 shutil.copyfileobj(response, f)
         except (urllib.error.URLError, OSError) as err:
             reason = getattr(err, "reason", None) or err
-            raise NLGError(f"{raw.url}: download failed ({reason}); offline? use --source DIR (a local mirror)") from None
+            raise NLGError(f"{raw.url}: download failed ({reason}); offline? use --source DIR (a local mirror)") \
+                from None
     return _verify(raw, local, raw.url_sha256)
 
 

@@ -34,12 +34,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from lora_nlg import presets  # noqa: E402
+from lora_nlg.environments import VENVS, framework_python  # noqa: E402
 from lora_nlg.errors import NLGError, run_cli  # noqa: E402
 from lora_nlg.files import atomic_open  # noqa: E402
 from lora_nlg.jsonl import read_jsonl, write_jsonl  # noqa: E402
 from lora_nlg.logs import read_log  # noqa: E402
 
-VENVS = {"pytorch": ".venv-torch", "jittor": ".venv-jittor"}
 EXAMPLES_PER_S = re.compile(r"decoded (\d+) inputs in ([\d.]+)s: ([\d.]+) examples/s")
 TARGETS = {"dynamic_speedup": 3.0, "jittor_over_torch": 1.15, "beam_speedup": 5.0}
 LOSS_TOLERANCE = 1e-3  # |loss dynamic - loss fixed| per step: float summation order only
@@ -69,16 +69,10 @@ class Bench:
         self.valid = os.path.join(scratch, "valid.jsonl")  # 4 rows: the end-of-run evaluation stays instant
         write_jsonl(self.valid, [item for _, item in read_jsonl(os.path.join(self.data, "valid.jsonl"))][:4])
 
-    def python(self, framework):
-        path = os.path.join(ROOT, VENVS[framework], "bin", "python")
-        if not os.path.isfile(path):
-            raise NLGError(f"{path}: missing: the {framework} environment is not set up")
-        return path
-
     def command(self, framework, script, flags, name, many_shapes=True):
         """Run NLG_<framework>/src/<script>; Jittor twice when it meets many shapes (the first run fills its
         kernel cache). Returns (wall seconds, peak RSS) of the measured run and of the cold run (or None)."""
-        argv = [self.python(framework), os.path.join("src", script), *flags]
+        argv = [framework_python(framework), os.path.join("src", script), *flags]
         cwd = os.path.join(ROOT, f"NLG_{framework}")
         cold = None
         if framework == "jittor" and many_shapes:

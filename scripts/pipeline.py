@@ -1,21 +1,22 @@
-"""One pipeline for E2E, WebNLG and DART: prepare -> train -> beam -> decode -> score, in each framework.
+"""One pipeline for E2E, WebNLG, DART and SQuAD: prepare -> train -> beam -> decode -> score, in each framework.
 
     bash scripts/run_e2e.sh [--framework pytorch|jittor|both] [--preset paper|sampled|cpu] [--source DIR]
-                            [--init_checkpoint PATH]           (run_webnlg.sh, run_dart.sh alike)
+                            [--init_checkpoint PATH]           (run_webnlg.sh, run_dart.sh, run_squad.sh alike)
     = python scripts/pipeline.py --dataset e2e ...              (--dry_run lists the stages and commands)
 
 Stages, each skipped when it finished before with the same settings (lora_nlg/stages.py; a failure
 stops the pipeline and names the stage's log):
   prepare              data/prepare.py -> data/<dataset>/<full|sampled_18pct>/
   corpus, pretrain,    cpu preset only: the demo's base, gpt2.tiny trained as a language model on
-  export               non-E2E text by the PyTorch tree -> pretrained_checkpoints/cpu_demo_base/ (HF layout)
+  export               non-E2E text by the PyTorch tree -> pretrained_checkpoints/cpu_demo_base/ (HF layout;
+                       built once, shared by the E2E and SQuAD demos)
   per framework, in trained_models/<setup>/<dataset>/<framework>/ (gpt2_ft.py's work_dir):
   zero-shot *          cpu preset only: beam, decode and score of the base alone -> zero_shot/scores.json
   train                gpt2_ft.py: log.txt, log.jsonl, model.<step>.safetensors/.json
   beam                 gpt2_beam.py with the final checkpoint on the test set -> predict.<b10p08r4>.jsonl
   decode               gpt2_decode.py -> the scorers' reference / prediction files
-  score                eval/measure_scores.py (E2E) or eval/generation_eval.py (WebNLG all / seen /
-                       unseen, DART) -> scores.json
+  score                eval/measure_scores.py (E2E), eval/generation_eval.py (WebNLG all / seen /
+                       unseen, DART) or eval/squad_eval.py (SQuAD EM / F1) -> scores.json
   compare              with both frameworks: scripts/compare_logs.py -> img/<dataset>_<preset>_alignment.png
                        and trained_models/<setup>/<dataset>/alignment.md
 Settings are lora_nlg/presets.py's; `--extra STAGE=FLAGS` appends flags to a stage's command
@@ -36,6 +37,7 @@ sys.path.insert(0, ROOT)  # run from anywhere, with any python that has the requ
 from lora_nlg import beam_cli, presets, train_cli  # noqa: E402
 from lora_nlg.checkpoints import load_adapter  # noqa: E402
 from lora_nlg.decode import subset_path  # noqa: E402
+from lora_nlg.environments import framework_cwd, framework_python, framework_script  # noqa: E402
 from lora_nlg.errors import NLGError, run_cli  # noqa: E402
 from lora_nlg.files import atomic_open  # noqa: E402
 from lora_nlg.hf_checkpoint import write_hf_gpt2  # noqa: E402
@@ -45,7 +47,6 @@ from lora_nlg.pretrain_corpus import evenly_spaced  # noqa: E402
 from lora_nlg.stages import Call, Command, Ref, Stage, StageFailed, format_seconds, run_stages, say  # noqa: E402
 from lora_nlg.train_state import STATE_FILE  # noqa: E402
 
-VENVS = {"pytorch": ".venv-torch", "jittor": ".venv-jittor"}
 EXTRA_STAGES = ("corpus", "pretrain", "train", "beam")
 
 
@@ -55,11 +56,11 @@ class Paths:
     def __init__(self, args):
         preset = presets.PRESETS[args.preset]
         self.data_root = os.path.abspath(args.data_root)
-        self.data = os.path.join(self.data_root, args.dataset, presets.data_variant(preset.fraction))
+        self.data = os.path.join(self.data_root, args.dataset, presets.data_variant(preset.fraction_of(args.dataset)))
         self.vocab = os.path.join(self.data_root, "vocab")
         self.run = os.path.abspath(args.out or os.path.join(ROOT, "trained_models", preset.setup, args.dataset))
         self.corpus = os.path.join(self.data_root, "cpu_demo_base")
-        self.pretrain = os.path.join(self.run, "base")
+        self.pretrain = os.path.join(os.path.dirname(self.run), "base")  # the cpu base, shared by its datasets
         self.base_dir = os.path.abspath(args.base_dir)
         self.img = os.path.abspath(args.img_dir)
 
@@ -77,27 +78,13 @@ def check_flags(stage, parse, argv):
         raise NLGError(f"--extra {stage}: {captured.getvalue().strip().splitlines()[-1]}") from None
 
 
-def python_of(framework):
-    path = os.path.join(ROOT, VENVS[framework], "bin", "python")
-    if not os.path.isfile(path):
-        raise NLGError(f"{path}: missing: the {framework} environment is not set up (bash scripts/setup_env.sh)")
-    return path
-
-
-def script(framework, name):
-    return os.path.join(ROOT, f"NLG_{framework}", "src", name)
-
-
-def framework_cwd(framework):
-    return os.path.join(ROOT, f"NLG_{framework}")
-
-
 # ---------------------------------------------------------------- stages
 
 def prepare_stage(args, paths):
     argv = [sys.executable, os.path.join(ROOT, "data", "prepare.py"), "--dataset", args.dataset,
-            "--fraction", f"{presets.PRESETS[args.preset].fraction:g}", "--seed", str(presets.PAPER_SEED),
-            "--out", paths.data, "--vocab-dir", paths.vocab]
+            "--fraction", f"{presets.PRESETS[args.preset].fraction_of(args.dataset):g}",
+            "--seed", str(presets.PAPER_SEED), "--out", paths.data, "--vocab-dir", paths.vocab,
+            *presets.as_flags(presets.prepare_settings(args.dataset, args.preset))]
     if args.source:
         argv += ["--source", args.source]
     files = [os.path.join(paths.data, name) for name in
@@ -143,7 +130,7 @@ def final_checkpoint(work_dir):
 
 
 def train_stage(name, framework, train_data, valid_data, work_dir, settings, init, extra, upstream):
-    argv = [python_of(framework), script(framework, "gpt2_ft.py"), "--train_data", train_data,
+    argv = [framework_python(framework), framework_script(framework, "gpt2_ft.py"), "--train_data", train_data,
             "--valid_data", valid_data, "--work_dir", work_dir, *presets.as_flags(settings)]
     if init is not None:
         argv += ["--init_checkpoint", init]
@@ -180,7 +167,8 @@ def cpu_base_stages(args, paths):
 
 
 def beam_stage(name, framework, test, folder, init, adapter, args, upstream):
-    argv = [python_of(framework), script(framework, "gpt2_beam.py"), "--data", test, "--init_checkpoint", init]
+    argv = [framework_python(framework), framework_script(framework, "gpt2_beam.py"), "--data", test,
+            "--init_checkpoint", init]
     argv += ["--lora_checkpoint", adapter] if adapter is not None else ["--model_card", args.model_card]
     argv += [*presets.as_flags(presets.beam_settings(args.dataset, args.preset)), *args.extra["beam"]]
     flags = check_flags("beam", lambda a: beam_cli.parse_args(a, framework), [str(item) for item in argv[2:]])
@@ -190,17 +178,24 @@ def beam_stage(name, framework, test, folder, init, adapter, args, upstream):
                  outputs=[os.path.join(folder, output)], upstream=upstream)
 
 
+SCORER_FILES = {  # scorer -> the (reference, prediction) names decode writes; {} is the dataset
+    "e2e": ("e2e_ref.txt", "e2e_pred.txt"),
+    "generation": ("references_{}", "hypothesis_{}"),
+    "squad": ("squad_ref.json", "squad_pred.json"),
+}
+
+
 def scorer_files(dataset, folder, subset="all"):
     """(reference file or folder, prediction file) that decode writes for a subset."""
-    ref, pred = ((os.path.join(folder, "e2e_ref.txt"), os.path.join(folder, "e2e_pred.txt")) if dataset == "e2e" else
-                 (os.path.join(folder, f"references_{dataset}"), os.path.join(folder, f"hypothesis_{dataset}")))
+    names = SCORER_FILES[presets.DATASETS[dataset].scorer]
+    ref, pred = (os.path.join(folder, name.format(dataset)) for name in names)
     return (ref, pred) if subset == "all" else (subset_path(ref, subset), subset_path(pred, subset))
 
 
 def decode_stage(name, framework, formatted, beam, folder, args, paths):
     spec = presets.DATASETS[args.dataset]
     ref, pred = scorer_files(args.dataset, folder)
-    argv = [python_of(framework), script(framework, "gpt2_decode.py"), "--vocab", paths.vocab,
+    argv = [framework_python(framework), framework_script(framework, "gpt2_decode.py"), "--vocab", paths.vocab,
             "--sample_file", beam.outputs[0], "--input_file", formatted, "--output_ref_file", ref,
             "--output_pred_file", pred, "--ref_type", args.dataset, *spec.decode]
     outputs = [path for subset in spec.subsets for path in scorer_files(args.dataset, folder, subset)]
@@ -223,18 +218,22 @@ def merge_scores(dataset, folder):
     return Call(step, f"merge {folder}/scores/*.json -> scores.json")
 
 
+def scorer_argv(python, dataset, ref, pred, out):
+    scorer = presets.DATASETS[dataset].scorer
+    if scorer == "generation":
+        return [python, os.path.join(ROOT, "eval", "generation_eval.py"), "-R", os.path.join(ref, "reference"),
+                "-H", pred, "-nr", "6", "-m", presets.GENERATION_METRICS, "--json", out]
+    program = {"e2e": "measure_scores.py", "squad": "squad_eval.py"}[scorer]
+    return [python, os.path.join(ROOT, "eval", program), ref, pred, "--json", out]
+
+
 def score_stage(name, framework, decode, folder, dataset):
-    python = python_of(framework)
+    python = framework_python(framework)
     commands = []
     for subset in presets.DATASETS[dataset].subsets:
         ref, pred = scorer_files(dataset, folder, subset)
         out = os.path.join(folder, "scores", f"{subset}.json")
-        if dataset == "e2e":
-            argv = [python, os.path.join(ROOT, "eval", "measure_scores.py"), ref, pred, "--json", out]
-        else:
-            argv = [python, os.path.join(ROOT, "eval", "generation_eval.py"), "-R", os.path.join(ref, "reference"),
-                    "-H", pred, "-nr", "6", "-m", presets.GENERATION_METRICS, "--json", out]
-        commands.append(Command(argv))
+        commands.append(Command(scorer_argv(python, dataset, ref, pred, out)))
     return Stage(name, folder, "score", [*commands, merge_scores(dataset, folder)],
                  outputs=[os.path.join(folder, "scores.json")], upstream=[decode])
 

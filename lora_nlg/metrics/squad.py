@@ -108,11 +108,15 @@ def read_dataset(path):
 def _check_question(path, qa, where):
     if not isinstance(qa, dict) or not isinstance(qa.get("id"), str):
         raise NLGError(f"{path}: not a SQuAD v1.1 dataset ({where} has no string 'id')")
-    answers = qa.get("answers")
-    if not (isinstance(answers, list) and answers
-            and all(isinstance(answer, dict) and isinstance(answer.get("text"), str) for answer in answers)):
+    if not is_answer_list(qa.get("answers")):
         raise NLGError(f"{path}: not a SQuAD v1.1 dataset (question {qa['id']} needs a non-empty "
                        "'answers' list of {'text': string} objects)")
+
+
+def is_answer_list(answers):
+    """What `evaluate` needs of a question's gold answers: a non-empty list of {'text': string}."""
+    return (isinstance(answers, list) and len(answers) > 0
+            and all(isinstance(answer, dict) and isinstance(answer.get("text"), str) for answer in answers))
 
 
 def read_predictions(path):

@@ -124,3 +124,65 @@ def test_entry_points_of_both_trees_are_the_shared_cli(tmp_path, tokenizer, tree
     assert result.returncode == 2
     assert result.stderr == (f"error: {tmp_path / 'pred.jsonl'}: 2 predictions, but the test file has 3 unique "
                              "inputs (5 rows): predictions and inputs do not belong together\n")
+
+
+def squad_row(qid, title, prompt_question, golds, question=None):
+    prompt = f"Context: {title} paragraph. Question: {prompt_question} Answer:"
+    return {"context": prompt, "completion": golds[0], "id": qid, "question": question or prompt_question,
+            "title": title, "answers": [{"text": g, "answer_start": 0} for g in golds], "truncated": False}
+
+
+SQUAD_ROWS = [  # four unique prompts: q3 and q4 share one; q5 is in the first article again
+    squad_row("q1", "Broncos", "Who won?", ["Denver Broncos", "the Broncos"]),
+    squad_row("q2", "Broncos", "Who lost?", ["Carolina Panthers"]),
+    squad_row("q3", "Nile", "How long?", ["6,650 km"]),
+    squad_row("q4", "Nile", "How long?", ["6650 kilometres"], question="How long is it?"),
+    squad_row("q5", "Broncos", "Where from?", ["Denver"]),
+]
+
+
+def test_squad_answer_cuts_at_the_first_line_break_and_end_of_text():
+    assert decode.squad_answer(" Denver Broncos\nThey won\n\nmore") == "Denver Broncos"
+    assert decode.squad_answer(" Denver<|endoftext|>x\ny") == "Denver"
+    assert decode.squad_answer("\nDenver") == ""
+
+
+def test_squad_writes_a_v1_1_dataset_and_predictions_that_squad_eval_scores(tmp_path, tokenizer):
+    run_decode(tmp_path, tokenizer, [" Denver Broncos\nThey won", " Carolina", " 6,650 km", " the answer is Denver"],
+               "--ref_type", "squad", rows=SQUAD_ROWS)
+    predictions = json.loads((tmp_path / "hyp.txt").read_text())
+    assert predictions == {"q1": "Denver Broncos", "q2": "Carolina", "q3": "6,650 km", "q4": "6,650 km",
+                           "q5": "the answer is Denver"}
+    reference = json.loads((tmp_path / "ref").read_text())
+    assert reference["version"] == "1.1"
+    assert [article["title"] for article in reference["data"]] == ["Broncos", "Nile"]
+    broncos, nile = (article["paragraphs"] for article in reference["data"])
+    assert [p["context"] for p in broncos] == [SQUAD_ROWS[i]["context"] for i in (0, 1, 4)]
+    assert [[qa["id"] for qa in p["qas"]] for p in broncos + nile] == [["q1"], ["q2"], ["q5"], ["q3", "q4"]]
+    assert nile[0]["qas"][1] == {"id": "q4", "question": "How long is it?", "answers": SQUAD_ROWS[3]["answers"]}
+    result = subprocess.run([sys.executable, str(ROOT / "eval" / "squad_eval.py"), str(tmp_path / "ref"),
+                             str(tmp_path / "hyp.txt")], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    scores = json.loads(result.stdout)
+    # EM: q1, q3 -> 2/5. F1: q1 1; q2 "carolina" vs "carolina panthers" P 1 R 1/2 -> 2/3; q3 1;
+    # q4 "6650 km" vs "6650 kilometres" 1/2; q5 "answer is denver" vs "denver" P 1/3 R 1 -> 1/2
+    assert scores == {"exact_match": 40.0, "f1": pytest.approx(100 * (1 + 2 / 3 + 1 + 1 / 2 + 1 / 2) / 5)}
+
+
+def test_squad_refuses_tokenize_and_lower(tmp_path, tokenizer, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_decode(tmp_path, tokenizer, ["a"] * 4, "--ref_type", "squad", "--lower", rows=SQUAD_ROWS)
+    assert exit_info.value.code == 2
+    assert "--tokenize and --lower do not apply to --ref_type squad" in capsys.readouterr().err
+
+
+def test_squad_rows_need_the_question_fields(tmp_path, tokenizer):
+    rows = [SQUAD_ROWS[0], {k: v for k, v in SQUAD_ROWS[1].items() if k != "id"}]
+    with pytest.raises(NLGError, match=r"test.jsonl: line 2: --ref_type squad needs a string 'id'"):
+        run_decode(tmp_path, tokenizer, ["a", "b"], "--ref_type", "squad", rows=rows)
+    rows = [SQUAD_ROWS[0], dict(SQUAD_ROWS[1], answers=[])]
+    with pytest.raises(NLGError, match=r"test.jsonl: line 2: 'answers' must be a non-empty list"):
+        run_decode(tmp_path, tokenizer, ["a", "b"], "--ref_type", "squad", rows=rows)
+    rows = [SQUAD_ROWS[0], dict(SQUAD_ROWS[1], id="q1")]
+    with pytest.raises(NLGError, match=r"test.jsonl: line 2: question id q1 appears twice"):
+        run_decode(tmp_path, tokenizer, ["a", "b"], "--ref_type", "squad", rows=rows)

@@ -48,7 +48,7 @@ def test_paper_settings_per_dataset():
     assert (e2e["weight_decay"], e2e["lora_dropout"], e2e["label_smooth"]) == (0.01, 0.1, 0.1)
     assert (dart["weight_decay"], dart["lora_dropout"], dart["label_smooth"]) == (0.0, 0.0, 0.0)
     assert presets.train_settings("webnlg", "sampled") == e2e
-    for dataset in presets.DATASETS:
+    for dataset in ("e2e", "webnlg", "dart"):
         beam = presets.beam_settings(dataset, "paper")
         assert (beam["beam"], beam["length_penalty"], beam["no_repeat_ngram_size"], beam["eval_len"],
                 beam["eos_token_id"]) == (10, 0.8, 4, 64, 628)
@@ -58,6 +58,7 @@ def test_paper_settings_per_dataset():
 def test_flags_and_labels_are_formatted_as_the_clis_read_them():
     assert presets.as_flags({"lr": 0.0002, "beam": 10, "fixed_padding": True, "fp16": False, "x": None}) == \
         ["--lr", "0.0002", "--beam", "10", "--fixed_padding"]
+    assert presets.as_flags({"eos_token_id": (198, 628)}) == ["--eos_token_id", "198", "--eos_token_id", "628"]
     assert presets.beam_label({"beam": 5, "length_penalty": 0.9, "no_repeat_ngram_size": 0}) == "b5p09"
     assert presets.data_variant(1.0) == "full" and presets.data_variant(0.18) == "sampled_18pct"
 
@@ -101,6 +102,34 @@ def test_webnlg_is_scored_on_all_seen_and_unseen(tmp_path, checkpoint):
     assert hypotheses == [str(folder / f"hypothesis_webnlg{s}") for s in ("", "_seen", "_unseen")]
     assert set(stages["decode (jittor)"].outputs) >= {str(folder / "references_webnlg_unseen"),
                                                      str(folder / "hypothesis_webnlg_seen")}
+
+
+def test_squad_uses_the_seeds_lora_greedy_answers_and_em_f1(tmp_path, checkpoint):
+    stages = plan(tmp_path, "--dataset", "squad", "--framework", "pytorch", "--preset", "paper",
+                  "--init_checkpoint", checkpoint)
+    prepare = argv_of(stages["prepare"])
+    assert [flag(prepare, f) for f in ("--fraction", "--seq_len", "--answer_tokens")] == ["1", "512", "32"]
+    train = argv_of(stages["train (pytorch)"])
+    assert [flag(train, f) for f in ("--lora_dim", "--lora_alpha", "--lora_targets", "--lora_dropout")] == \
+        ["8", "16", "attn,mlp", "0.1"]
+    beam = argv_of(stages["beam (pytorch)"])
+    assert [flag(beam, f) for f in ("--beam", "--eval_len", "--no_repeat_ngram_size")] == ["1", "32", "0"]
+    assert [beam[i + 1] for i, item in enumerate(beam) if item == "--eos_token_id"] == ["198", "628"]
+    assert flag(beam, "--output_file") == "predict.b1p1.jsonl"
+    folder = tmp_path / "run" / "pytorch"
+    assert flag(argv_of(stages["decode (pytorch)"]), "--ref_type") == "squad"
+    assert argv_of(stages["score (pytorch)"])[1:4] == [str(ROOT / "eval" / "squad_eval.py"),
+                                                        str(folder / "squad_ref.json"), str(folder / "squad_pred.json")]
+
+
+def test_cpu_squad_demo_samples_five_percent_and_shares_the_e2e_base(tmp_path):
+    e2e = plan(tmp_path, "--dataset", "e2e", "--preset", "cpu", "--framework", "jittor", "--base_dir", str(tmp_path))
+    squad = plan(tmp_path, "--dataset", "squad", "--preset", "cpu", "--framework", "jittor",
+                 "--base_dir", str(tmp_path))
+    assert squad["pretrain base (pytorch)"].key == e2e["pretrain base (pytorch)"].key  # built once for both demos
+    assert [flag(argv_of(squad["prepare"]), f) for f in ("--fraction", "--seq_len")] == ["0.05", "384"]
+    assert flag(argv_of(squad["train (jittor)"]), "--seq_len") == "384"
+    assert flag(argv_of(squad["zero-shot beam (jittor)"]), "--seq_len") == "384"
 
 
 def test_cpu_preset_builds_a_base_then_scores_it_zero_shot_and_with_lora(tmp_path):
@@ -153,7 +182,7 @@ def test_paper_preset_without_a_checkpoint_says_how_to_get_one(tmp_path, monkeyp
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--dataset", "webnlg", "--preset", "cpu"], "--preset cpu is the E2E demo"),
+    (["--dataset", "webnlg", "--preset", "cpu"], "--preset cpu has demos for E2E and SQuAD only"),
     (["--dataset", "e2e", "--extra", "decode=--x"], "--extra decode: unknown stage"),
     (["--dataset", "e2e", "--preset", "sampled", "--extra", "pretrain=--max_step 3"], "only the cpu preset"),
     (["--dataset", "e2e", "--test_inputs", "0"], "--test_inputs must be >= 1"),

@@ -1,0 +1,30 @@
+"""SQuAD v1.1 exact match and F1, printed exactly as the official evaluate-v1.1.py prints them.
+
+    python eval/squad_eval.py DATASET_JSON PREDICTIONS_JSON [--json OUT]
+
+DATASET_JSON: a SQuAD v1.1 file (the official dev-v1.1.json, or what gpt2_decode.py --ref_type squad
+writes: the decoded test questions only). PREDICTIONS_JSON: {question id: answer}. Both are 0-100,
+over every question of DATASET_JSON; an unanswered question scores 0.
+"""
+import argparse
+
+from lora_nlg.errors import run_cli
+from lora_nlg.files import write_json
+from lora_nlg.metrics.squad import evaluate, format_scores, read_dataset, read_predictions
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 2)[2])
+    parser.add_argument("dataset_file", help="SQuAD v1.1 dataset JSON (the gold answers)")
+    parser.add_argument("prediction_file", help="predictions JSON: {question id: answer}")
+    parser.add_argument("--json", metavar="OUT", help="also write the scores as JSON")
+    args = parser.parse_args(argv)
+    dataset = read_dataset(args.dataset_file)
+    scores = evaluate(dataset, read_predictions(args.prediction_file))
+    print(format_scores(scores))
+    if args.json:
+        write_json(args.json, scores)
+
+
+if __name__ == "__main__":
+    run_cli(main)
