@@ -29,7 +29,11 @@ STEPS, SEED, SEQ_LEN, VALID_ROWS, LOGIT_ROWS = 50, 110, 64, 16, 4
 FLAGS = ["--model_card", "gpt2.tiny", "--train_batch_size", "4", "--valid_batch_size", "8", "--seq_len", str(SEQ_LEN),
          "--max_step", str(STEPS), "--lr", "0.002", "--warmup_step", "5", "--log_interval", "1",
          "--eval_interval", str(STEPS), "--save_interval", str(STEPS), "--random_seed", str(SEED)]
-DROPOUTS = ("0.0", "0.1")
+# the paper's LoRA (q, v) without and with dropout, and the SQuAD seed's (r=8, alpha 16 on attention + MLP)
+VARIANTS = {"qv": ["--lora_dropout", "0.0"], "qv_dropout": ["--lora_dropout", "0.1"],
+            "attn_mlp_r8": ["--lora_targets", "attn,mlp", "--lora_dim", "8", "--lora_alpha", "16",
+                            "--lora_dropout", "0.0"]}
+DETERMINISTIC = ("qv", "attn_mlp_r8")
 
 
 @pytest.fixture(scope="module")
@@ -44,17 +48,17 @@ def e2e(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def runs(e2e, tmp_path_factory):
-    """{(framework, dropout): work dir} of the four 50-step runs; the torch ones run while Jittor trains."""
+    """{(framework, variant): work dir} of the six 50-step runs; the torch ones run while Jittor trains."""
     out = tmp_path_factory.mktemp("runs")
-    dirs = {(fw, p): out / f"{fw}_dropout{p}" for fw in ("pytorch", "jittor") for p in DROPOUTS}
+    dirs = {(fw, v): out / f"{fw}_{v}" for fw in ("pytorch", "jittor") for v in VARIANTS}
 
-    def argv(framework, dropout):
-        return ["--train_data", e2e[0], "--valid_data", e2e[1], "--work_dir", dirs[framework, dropout],
-                "--lora_dropout", dropout, *FLAGS]
-    torch_runs = [start_torch_ft(argv("pytorch", p)) for p in DROPOUTS]
+    def argv(framework, variant):
+        return ["--train_data", e2e[0], "--valid_data", e2e[1], "--work_dir", dirs[framework, variant],
+                *VARIANTS[variant], *FLAGS]
+    torch_runs = [start_torch_ft(argv("pytorch", v)) for v in VARIANTS]
     try:
-        for p in DROPOUTS:
-            gpt2_ft.main(gpt2_ft.TrainEngine, [str(a) for a in argv("jittor", p)])
+        for v in VARIANTS:
+            gpt2_ft.main(gpt2_ft.TrainEngine, [str(a) for a in argv("jittor", v)])
         for process in torch_runs:
             finish(process)
     finally:  # SIGTERM: Jittor ends this whole process when a child dies of any other signal
@@ -76,40 +80,44 @@ def _rel(got, expected):
     return float(np.abs(got - expected).max() / np.abs(expected).max())
 
 
-def test_without_dropout_every_step_has_the_same_loss(runs):
-    torch_loss, jittor_loss = _losses(runs["pytorch", "0.0"]), _losses(runs["jittor", "0.0"])
+@pytest.mark.parametrize("variant", DETERMINISTIC)
+def test_without_dropout_every_step_has_the_same_loss(runs, variant):
+    torch_loss, jittor_loss = _losses(runs["pytorch", variant]), _losses(runs["jittor", variant])
     diff = np.abs(jittor_loss - torch_loss)
-    print(f"50 steps, dropout 0: max |loss diff| {diff.max():.2e} (step {diff.argmax() + 1}), "
+    print(f"50 steps, {variant}, dropout 0: max |loss diff| {diff.max():.2e} (step {diff.argmax() + 1}), "
           f"loss {torch_loss[:5].mean():.3f} -> {torch_loss[-5:].mean():.3f}")
     assert torch_loss[:5].mean() - torch_loss[-5:].mean() > 0.2  # training moved the loss
     assert diff.max() <= 1e-3
-    (torch_eval,), (jittor_eval,) = events(runs["pytorch", "0.0"], "eval"), events(runs["jittor", "0.0"], "eval")
+    (torch_eval,), (jittor_eval,) = events(runs["pytorch", variant], "eval"), events(runs["jittor", variant], "eval")
     assert torch_eval["step"] == jittor_eval["step"] == STEPS
     assert abs(torch_eval["valid_loss"] - jittor_eval["valid_loss"]) <= 1e-3
 
 
-def test_without_dropout_the_trained_lora_weights_agree(runs):
-    torch_adapter = load_adapter(runs["pytorch", "0.0"] / f"model.{STEPS}")
-    jittor_adapter = load_adapter(runs["jittor", "0.0"] / f"model.{STEPS}")
+@pytest.mark.parametrize("variant", DETERMINISTIC)
+def test_without_dropout_the_trained_lora_weights_agree(runs, variant):
+    torch_adapter = load_adapter(runs["pytorch", variant] / f"model.{STEPS}")
+    jittor_adapter = load_adapter(runs["jittor", variant] / f"model.{STEPS}")
     assert (torch_adapter.framework, jittor_adapter.framework) == ("pytorch", "jittor")
     assert sorted(torch_adapter.tensors) == sorted(jittor_adapter.tensors)
+    # q,v: A and B of the fused qkv in 4 layers; attention + MLP: also c_proj, c_fc and the MLP's c_proj
+    assert len(torch_adapter.tensors) == {"qv": 8, "attn_mlp_r8": 32}[variant]
     rel = {name: _rel(jittor_adapter.tensors[name], value) for name, value in torch_adapter.tensors.items()}
     worst = max(rel, key=rel.get)
-    print(f"after {STEPS} steps: {len(rel)} LoRA tensors, worst rel diff {rel[worst]:.2e} ({worst})")
+    print(f"{variant} after {STEPS} steps: {len(rel)} LoRA tensors, worst rel diff {rel[worst]:.2e} ({worst})")
     assert all(np.abs(value).max() > 0 for value in torch_adapter.tensors.values())  # B moved from zero
     assert rel[worst] <= 1e-3
 
 
 def test_with_dropout_the_losses_agree_on_average(runs):
     """Dropout masks come from each framework's own RNG, so single steps differ; the last 20 steps' mean may not."""
-    torch_loss, jittor_loss = _losses(runs["pytorch", "0.1"]), _losses(runs["jittor", "0.1"])
+    torch_loss, jittor_loss = _losses(runs["pytorch", "qv_dropout"]), _losses(runs["jittor", "qv_dropout"])
     torch_tail, jittor_tail = torch_loss[-20:].mean(), jittor_loss[-20:].mean()
     print(f"50 steps, dropout 0.1: last-20 mean loss torch {torch_tail:.4f}, jittor {jittor_tail:.4f} "
           f"({100 * abs(jittor_tail / torch_tail - 1):.2f}% apart); max single-step diff "
           f"{np.abs(jittor_loss - torch_loss).max():.3f}")
     assert abs(jittor_tail / torch_tail - 1) <= 0.02
     for framework in ("pytorch", "jittor"):  # dropout acted: the losses left the dropout-0 run's
-        moved = np.abs(_losses(runs[framework, "0.1"]) - _losses(runs[framework, "0.0"])).max()
+        moved = np.abs(_losses(runs[framework, "qv_dropout"]) - _losses(runs[framework, "qv"])).max()
         print(f"{framework}: dropout 0.1 vs 0 max single-step loss diff {moved:.3f}")
         assert moved > 1e-3
 
@@ -126,7 +134,7 @@ def _jittor_logits_and_weights(stem, batch):
 
 def test_adapters_trained_by_either_framework_load_in_the_other(runs, e2e, tmp_path):
     """torch's trained adapter in Jittor, Jittor's in torch: the same tensors in the model, the same logits."""
-    stems = [runs[fw, "0.1"] / f"model.{STEPS}" for fw in ("pytorch", "jittor")]
+    stems = [runs[fw, "qv_dropout"] / f"model.{STEPS}" for fw in ("pytorch", "jittor")]
     result = subprocess.run([str(TORCH_PYTHON), str(TORCH_SCRIPT), *map(str, stems), "--valid", str(e2e[1]),
                              "--out", str(tmp_path / "torch.npz"), "--seed", str(SEED), "--rows", str(LOGIT_ROWS),
                              "--seq_len", str(SEQ_LEN)], capture_output=True, text=True, cwd=ROOT, timeout=300)
