@@ -45,6 +45,9 @@ def parse_args(argv=None):
         parser.error("--context and --question must not be empty")
     if args.lora_checkpoint is None and args.model_card is None:
         parser.error("without --lora_checkpoint, give --model_card (the base model's shape)")
+    for name in ("init_checkpoint", "lora_checkpoint"):  # gpt2_beam.py runs from NLG_<framework>/
+        if getattr(args, name) is not None:
+            setattr(args, name, os.path.abspath(getattr(args, name)))
     return args
 
 

@@ -3,8 +3,9 @@
     .venv-torch/bin/python  tests/alignment/step_timing.py torch  --card gpt2.tiny
     .venv-jittor/bin/python tests/alignment/step_timing.py jittor --card gpt2.tiny
 
-Batch: 8 synthetic rows of 64 tokens (contexts of 40, completions of 24: loss on ~190 positions),
-LoRA r=4 on q,v with dropout 0.1, label smoothing 0.1, clip 1.0; weights from the shared numpy init.
+Batch: 8 synthetic rows of 64 tokens (contexts of 40, completions of 24: loss on ~190 positions; --context,
+--completion), LoRA r=4 on q,v (or --lora attn_mlp: the SQuAD seed's r=8 on attention + MLP) with dropout 0.1,
+label smoothing 0.1, clip 1.0; weights from the shared numpy init.
 Warm-up steps (Jittor compiles its kernels there) are not timed; Jittor is synchronised every step.
 """
 import argparse
@@ -21,7 +22,8 @@ from lora_nlg.batching import collate  # noqa: E402
 from lora_nlg.cards import LoRAConfig, get_card  # noqa: E402
 from lora_nlg.init_weights import init_gpt2_weights, init_lora_weights  # noqa: E402
 
-LORA = LoRAConfig(r=4, alpha=32, dropout=0.1, targets="q,v")
+LORAS = {"qv": LoRAConfig(r=4, alpha=32, dropout=0.1, targets="q,v"),  # the paper's
+         "attn_mlp": LoRAConfig(r=8, alpha=16, dropout=0.1, targets="attn,mlp")}  # the SQuAD seed's
 
 
 def timing_batch(config, rows=8, context=40, completion=24, seed=0):
@@ -31,16 +33,16 @@ def timing_batch(config, rows=8, context=40, completion=24, seed=0):
     return collate(examples, list(range(rows)), seq_len=context + completion)
 
 
-def torch_step(config, batch):
+def torch_step(config, batch, lora):
     """A closure running one training step in PyTorch."""
     sys.path.insert(0, str(ROOT / "NLG_pytorch" / "src"))
     import torch
     from lora import set_trainable
     from model import GPT2LMModel
     from optim import AdamW, clip_grad_norm
-    model = GPT2LMModel(config, LORA)
-    model.load_weights({**init_gpt2_weights(config, 0), **init_lora_weights(config, LORA, 0)})
-    set_trainable(model, LORA)
+    model = GPT2LMModel(config, lora)
+    model.load_weights({**init_gpt2_weights(config, 0), **init_lora_weights(config, lora, 0)})
+    set_trainable(model, lora)
     model.train()
     optimizer = AdamW([(n, p) for n, p in model.named_parameters() if p.requires_grad])
     inputs, target, mask = (torch.from_numpy(a) for a in (batch.input, batch.target, batch.mask))
@@ -55,16 +57,16 @@ def torch_step(config, batch):
     return step
 
 
-def jittor_step(config, batch):
+def jittor_step(config, batch, lora):
     """A closure running one training step in Jittor."""
     sys.path.insert(0, str(ROOT / "NLG_jittor" / "src"))
     from jittor_env import jt
     from lora import set_trainable
     from model import GPT2LMModel
     from optim import AdamW, clip_grad_norm
-    model = GPT2LMModel(config, LORA)
-    model.load_weights({**init_gpt2_weights(config, 0), **init_lora_weights(config, LORA, 0)})
-    set_trainable(model, LORA)
+    model = GPT2LMModel(config, lora)
+    model.load_weights({**init_gpt2_weights(config, 0), **init_lora_weights(config, lora, 0)})
+    set_trainable(model, lora)
     model.train()
     optimizer = AdamW([(n, p) for n, p in model.named_parameters() if p.requires_grad])
     inputs, target, mask = (jt.array(a) for a in (batch.input, batch.target, batch.mask))
@@ -86,10 +88,13 @@ def main():
     parser.add_argument("--card", default="gpt2.tiny")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--lora", default="qv", choices=list(LORAS))
+    parser.add_argument("--context", type=int, default=40, help="context tokens per row")
+    parser.add_argument("--completion", type=int, default=24, help="completion tokens per row (with a loss)")
     args = parser.parse_args()
     config = get_card(args.card)
-    batch = timing_batch(config)
-    step = (torch_step if args.framework == "torch" else jittor_step)(config, batch)
+    batch = timing_batch(config, context=args.context, completion=args.completion)
+    step = (torch_step if args.framework == "torch" else jittor_step)(config, batch, LORAS[args.lora])
     start = time.perf_counter()
     for _ in range(args.warmup):
         step()
@@ -99,7 +104,7 @@ def main():
         start = time.perf_counter()
         step()
         times.append(1000.0 * (time.perf_counter() - start))
-    print(f"{args.framework} {args.card} batch {batch.input.shape[0]}x{batch.input.shape[1]} "
+    print(f"{args.framework} {args.card} LoRA {args.lora} batch {batch.input.shape[0]}x{batch.input.shape[1]} "
           f"({int(batch.mask.sum())} loss positions): median {statistics.median(times):.1f} ms/step, "
           f"min {min(times):.1f}, max {max(times):.1f} over {args.steps} steps (warm-up {warmup_s:.1f} s)")
 

@@ -43,6 +43,15 @@ def test_both_frameworks_give_the_same_greedy_answer_in_the_seeds_layout(base):
     assert len(answers[0]) > len("Answer:") and answers[0] == answers[1]  # random weights: some tokens, no newline
 
 
+def test_relative_paths_are_read_from_the_callers_folder(base):
+    """gpt2_beam.py runs in NLG_<framework>/: a path relative to where generate.py was started must still work."""
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "generate.py"), "--init_checkpoint", "base",
+                             "--vocab", "vocab", "--model_card", "gpt2.tiny", "--context", PARAGRAPH,
+                             "--question", QUESTION, "--eval_len", "2"], capture_output=True, text=True, cwd=base)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[2].startswith("Answer:")
+
+
 def test_a_missing_checkpoint_is_one_line(base, tmp_path):
     result = generate(base, "--init_checkpoint", str(tmp_path / "nothing"))
     assert result.returncode != 0 and "gpt2_beam.py (pytorch) failed:" in result.stderr
