@@ -27,6 +27,7 @@ import sys
 from tqdm import tqdm
 
 from lora_nlg.errors import NLGError
+from lora_nlg.jsonl import read_jsonl
 
 LOG_TEXT = "log.txt"
 LOG_JSONL = "log.jsonl"
@@ -157,18 +158,10 @@ def parse_log_lines(lines):
 def read_log_jsonl(path):
     """The events of a log.jsonl; a malformed line is an NLGError naming file and line."""
     events = []
-    try:
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
-                try:
-                    event = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise NLGError(f"{path}: line {number}: malformed JSON ({error.msg})") from None
-                if not isinstance(event, dict) or "type" not in event:
-                    raise NLGError(f"{path}: line {number}: not a log event (needs an object with 'type')")
-                events.append(event)
-    except OSError as error:
-        raise NLGError(f"{path}: cannot read ({error.strerror})") from None
+    for number, event in read_jsonl(path):
+        if "type" not in event:
+            raise NLGError(f"{path}: line {number}: not a log event (needs an object with 'type')")
+        events.append(event)
     return events
 
 

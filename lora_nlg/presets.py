@@ -76,6 +76,10 @@ class Preset:
     def fraction_of(self, dataset):
         return self.by_dataset.get(dataset, {}).get("fraction", self.fraction)
 
+    def flags_for(self, dataset, stage):
+        """The preset's `stage` ("train" / "beam") flags for `dataset`: the general ones, then its own."""
+        return {**getattr(self, stage), **self.by_dataset.get(dataset, {}).get(stage, {})}
+
 
 CPU_BASE_DIR = "pretrained_checkpoints/cpu_demo_base"  # HF layout, shared by both frameworks
 # The cpu base: full training (lora_dim 0) of gpt2.tiny on data/pretrain_corpus.py's text: 1,700 steps of
@@ -131,16 +135,12 @@ def data_variant(fraction):
 
 def train_settings(dataset, preset):
     """gpt2_ft.py flags (name -> value) of a dataset under a preset."""
-    chosen = PRESETS[preset]
-    return {**PAPER_TRAIN, **DATASETS[dataset].train, **chosen.train,
-            **chosen.by_dataset.get(dataset, {}).get("train", {})}
+    return {**PAPER_TRAIN, **DATASETS[dataset].train, **PRESETS[preset].flags_for(dataset, "train")}
 
 
 def beam_settings(dataset, preset):
     """gpt2_beam.py flags (name -> value) of a dataset under a preset."""
-    chosen = PRESETS[preset]
-    return {**PAPER_BEAM, **DATASETS[dataset].beam, **chosen.beam,
-            **chosen.by_dataset.get(dataset, {}).get("beam", {})}
+    return {**PAPER_BEAM, **DATASETS[dataset].beam, **PRESETS[preset].flags_for(dataset, "beam")}
 
 
 def prepare_settings(dataset, preset):

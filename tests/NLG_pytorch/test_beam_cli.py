@@ -20,12 +20,7 @@ TINY = GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=64)  # the real vo
 CONTEXTS = [[1, 2, 3, 50], [7, 8, 50], [1, 2, 3, 50], [9, 10, 11, 12, 13, 50], [7, 8, 50]]  # 3 unique
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def trained_lora(config, seed=5):
