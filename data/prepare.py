@@ -5,14 +5,14 @@
 
 1. Raw files and the GPT-2 vocabulary come from their official locations, or with --source from a
    local mirror laid out like microsoft/LoRA's examples/NLG; every file is checked against its
-   recorded sha256 (lora_nlg/sources.py). The vocabulary is installed in data/vocab (--vocab-dir).
-2. Records get exactly microsoft/LoRA's context / completion texts (lora_nlg/formats.py).
+   recorded sha256 (lora_nlg/data/fetch.py). The vocabulary is installed in data/vocab (--vocab-dir).
+2. Records get exactly microsoft/LoRA's context / completion texts (lora_nlg/data/format_converting.py).
 3. Each split keeps `fraction` of the inputs of each stratum with all their references
-   (lora_nlg/sampling.py); --fraction 1.0 keeps everything.
-4. Ids as microsoft/LoRA's `gpt2_encode.py --add_bos --add_eos` (lora_nlg/encoding.py).
+   (lora_nlg/data/sampling.py); --fraction 1.0 keeps everything.
+4. Ids as microsoft/LoRA's `gpt2_encode.py --add_bos --add_eos` (lora_nlg/data/tokenizer.py).
 SQuAD v1.1: the official dev file is the test split; `valid_fraction` of the train file's articles
 (at least one) is held out as the valid split before sampling; sampling keeps whole articles; prompts
-longer than the model's window get their paragraph cut (lora_nlg/squad_truncation.py).
+longer than the model's window get their paragraph cut (lora_nlg/data/squad_truncation.py).
 Writes <split>_formatted.jsonl (texts + metadata), <split>.jsonl (ids) and manifest.json into
 data/<dataset>/full or data/<dataset>/sampled_<pct>pct (--out). Same inputs -> same bytes.
 """
@@ -21,16 +21,14 @@ import json
 import os
 import time
 
-from lora_nlg import formats, sampling, sources, squad_truncation
-from lora_nlg.encoding import encode_records
-from lora_nlg.errors import run_cli
-from lora_nlg.files import atomic_open, sha256_file
-from lora_nlg.jsonl import write_jsonl
-from lora_nlg.tokenizer import GPT2Tokenizer
+from lora_nlg.data import fetch, sampling, squad_truncation
+from lora_nlg.data.records import FORMATTERS, load_records
+from lora_nlg.data.tokenizer import GPT2Tokenizer, encode_records
+from lora_nlg.util.errors import run_cli
+from lora_nlg.util.files import atomic_open, sha256_file
+from lora_nlg.util.jsonl import write_jsonl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FORMATTERS = {"e2e": formats.format_e2e, "webnlg": formats.format_webnlg, "dart": formats.format_dart,
-              "squad": formats.format_squad}
 STRATUM_RULES = {
     "e2e": "the Type value of the meaning representation ('no type' when absent)",
     "webnlg": "the WebNLG category",
@@ -104,23 +102,6 @@ def parse_args(argv):
     return args
 
 
-def load_records(dataset, fetched, holdout=None):
-    """{split: records}, {split: notes}; the offline DART training pool is read as formatted records;
-    SQuAD's valid split is held out of its train file (`holdout`: (valid_fraction, seed))."""
-    records, notes = {}, {}
-    for split, item in fetched.items():
-        if item.raw == sources.DART_TRAIN_POOL:
-            records[split], notes[split] = formats.read_formatted(item.local)
-            formats.check_triple_contexts(records[split], item.local)
-        else:
-            records[split], notes[split] = FORMATTERS[dataset](item.local)
-    if dataset == "squad":
-        train, valid = sampling.hold_out_articles(records["train"], *holdout, "squad/holdout")
-        records = {"train": train, "valid": valid, "test": records["test"]}
-        notes = {"train": notes["train"], "valid": [], "test": notes["test"]}
-    return records, notes
-
-
 def stratum_function(dataset, records):
     if dataset == "dart":
         return sampling.dart_stratum_function(records)
@@ -133,16 +114,16 @@ def raw_file_of(split, fetched):
 
 
 def pool_note(fraction):
-    share = min(1.0, fraction / sources.DART_POOL_FRACTION)
+    share = min(1.0, fraction / fetch.DART_POOL_FRACTION)
     return share, (f"DART's full train split is not in the source: training inputs are drawn from "
-                   f"{sources.DART_TRAIN_POOL.path} (an 18% line sample of DART train from 1Reminding/LoRA_Jittor), "
+                   f"{fetch.DART_TRAIN_POOL.path} (an 18% line sample of DART train from 1Reminding/LoRA_Jittor), "
                    f"keeping min(1, fraction / 0.18) = {share:.4g} of its inputs per stratum, "
-                   f"i.e. about {min(fraction, sources.DART_POOL_FRACTION):.4g} of DART train's references")
+                   f"i.e. about {min(fraction, fetch.DART_POOL_FRACTION):.4g} of DART train's references")
 
 
 def rebuilt_train_note():
     return (f"the official SQuAD v1.1 train file is not in the source: train and valid come from "
-            f"{sources.SQUAD_TRAIN_REBUILT.path} (rebuilt from the official explorer pages: the same paragraphs, "
+            f"{fetch.SQUAD_TRAIN_REBUILT.path} (rebuilt from the official explorer pages: the same paragraphs, "
             f"questions and answers, synthetic ids)")
 
 
@@ -216,22 +197,22 @@ def write_split(out, split, records, encoded, files):
 
 def prepare(args):
     started = time.time()
-    vocab = sources.install_vocab(args.vocab_dir, args.source, args.download_dir)
-    fetched = sources.fetch_splits(args.dataset, args.source, args.download_dir)
+    vocab = fetch.install_vocab(args.vocab_dir, args.source, args.download_dir)
+    fetched = fetch.fetch_splits(args.dataset, args.source, args.download_dir)
     for item in [*vocab, *fetched.values()]:
         if not item.verified:
-            print(f"note: {item.local}: no sha256 recorded in lora_nlg/sources.py to check it against "
+            print(f"note: {item.local}: no sha256 recorded in lora_nlg/data/fetch.py to check it against "
                   f"(its sha256 is {item.sha256}); check the file, then record the sum")
     records, notes = load_records(args.dataset, fetched, (args.valid_fraction, args.seed))
     stratum_of = stratum_function(args.dataset, records)
     key_of = sampling.squad_article if args.dataset == "squad" else sampling.context_text
     tokenizer = GPT2Tokenizer(args.vocab_dir)
 
-    uses_pool = fetched["train"].raw == sources.DART_TRAIN_POOL
+    uses_pool = fetched["train"].raw == fetch.DART_TRAIN_POOL
     pool_share, note = pool_note(args.fraction) if uses_pool else (None, None)
     if uses_pool:
         print(f"NOTE: {note}")
-    rebuilt_note = rebuilt_train_note() if fetched["train"].raw == sources.SQUAD_TRAIN_REBUILT else None
+    rebuilt_note = rebuilt_train_note() if fetched["train"].raw == fetch.SQUAD_TRAIN_REBUILT else None
     if rebuilt_note:
         print(f"NOTE: {rebuilt_note}")
     counts, splits, files, truncation = {}, {}, {}, {}
@@ -263,7 +244,7 @@ def prepare(args):
         "source": "local mirror" if args.source else "official download",
         "raw_files": [{"file": item.raw.path, "sha256": item.sha256, "sha256_recorded": item.verified}
                       for item in [*vocab, *fetched.values()]],
-        "dart_train_pool": {"file": sources.DART_TRAIN_POOL.path, "fraction_of_pool": pool_share, "note": note}
+        "dart_train_pool": {"file": fetch.DART_TRAIN_POOL.path, "fraction_of_pool": pool_share, "note": note}
         if uses_pool else None,
         **({"squad": squad_settings(args, rebuilt_note, counts)} if args.dataset == "squad" else {}),
         "splits": splits,

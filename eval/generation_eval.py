@@ -9,9 +9,9 @@ bleurt) need model downloads and are not available. METEOR needs Java.
 """
 import argparse
 
-from lora_nlg.errors import run_cli
-from lora_nlg.files import write_json
 from lora_nlg.metrics.generation import METRICS, check_metrics, generation_scores, read_instances
+from lora_nlg.util.errors import run_cli
+from lora_nlg.util.files import write_json
 
 LABELS = {"bleu": "BLEU", "bleu_nltk": "BLEU NLTK", "meteor": "METEOR", "chrf++": "chrF++", "ter": "TER"}
 

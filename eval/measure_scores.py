@@ -8,9 +8,9 @@ the Stanford PTB tokenizer, both from pycocoevalcap's jars).
 """
 import argparse
 
-from lora_nlg.errors import run_cli
-from lora_nlg.files import write_json
 from lora_nlg.metrics.e2e import e2e_scores, format_scores, read_predictions, read_references
+from lora_nlg.util.errors import run_cli
+from lora_nlg.util.files import write_json
 
 
 def main(argv=None):

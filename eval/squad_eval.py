@@ -8,9 +8,9 @@ over every question of DATASET_JSON; an unanswered question scores 0.
 """
 import argparse
 
-from lora_nlg.errors import run_cli
-from lora_nlg.files import write_json
 from lora_nlg.metrics.squad import evaluate, format_scores, read_dataset, read_predictions
+from lora_nlg.util.errors import run_cli
+from lora_nlg.util.files import write_json
 
 
 def main(argv=None):

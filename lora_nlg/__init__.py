@@ -1,6 +1,23 @@
-"""Framework-free core of the LoRA GPT-2 NLG reproduction.
+"""Framework-free core of the LoRA GPT-2 NLG reproduction, written once and used by both trees.
 
-Everything here imports neither torch nor jittor: tokenizer, dataset formats, sampling, batching,
-GPT-2 cards, the numpy weight initialiser, checkpoint I/O, logs, decode, metrics and plots. Both
-framework trees (`NLG_pytorch/src`, `NLG_jittor/src`) and the `data/`, `eval/`, `scripts/` CLIs use it.
+Nothing here imports torch or jittor (a test checks it). Subpackages, in data-flow order:
+
+- `data`: raw dataset files -> context/completion records -> GPT-2 BPE ids -> numpy batches.
+  `fetch` (official URLs, sha256, local mirror), `format_converting` (microsoft/LoRA's texts),
+  `records` (one dataset's splits), `sampling` (stratified by input), `squad_truncation`,
+  `tokenizer` (GPT-2 BPE, `encode_records`), `batching` (train/eval/query batches),
+  `pretrain_corpus` (the CPU demo's base corpus).
+- `model`: `config` (GPT2Config, LoRAConfig, the named cards, tensor shapes), `init_weights`
+  (the numpy initialisation both trees load, so they start from identical weights).
+- `checkpoints`: `tensor_files` (safetensors read/write, shape checks), `torch_zip` (torch .bin
+  read without torch), `gpt2_weights` (any GPT-2 layout -> canonical names), `adapter` (trained
+  tensors + json), `hf_export` (a Hugging Face folder).
+- `train`: `cli` (gpt2_ft.py flags), `loop` (the training loop each tree's engine runs under),
+  `state` (exact resume), `schedules`, `logs` (the reference's log lines + jsonl).
+- `decode`: `beam` (beam-search rules and bookkeeping), `beam_cli` / `beam_model` / `beam_loop`
+  (gpt2_beam.py's flags, weights and loop), `to_text` (gpt2_decode.py: ids -> scorer files).
+- `metrics`: the official scorers' numbers (E2E, GenerationEval, SQuAD v1.1).
+- `pipeline`: `presets`, `stages` (resumable stage runner), `frameworks` (each tree's venv and
+  scripts), `compare` + `plots` (two frameworks' logs side by side).
+- `util`: `errors` (one-line user errors), `files` (atomic writes, checked reads), `jsonl`, `flags`.
 """

@@ -33,12 +33,12 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from lora_nlg import presets  # noqa: E402
-from lora_nlg.environments import VENVS, framework_python  # noqa: E402
-from lora_nlg.errors import NLGError, run_cli  # noqa: E402
-from lora_nlg.files import atomic_open  # noqa: E402
-from lora_nlg.jsonl import read_jsonl, write_jsonl  # noqa: E402
-from lora_nlg.logs import read_log  # noqa: E402
+from lora_nlg.pipeline import presets  # noqa: E402
+from lora_nlg.pipeline.frameworks import VENVS, framework_python  # noqa: E402
+from lora_nlg.train.logs import read_log  # noqa: E402
+from lora_nlg.util.errors import NLGError, run_cli  # noqa: E402
+from lora_nlg.util.files import atomic_open  # noqa: E402
+from lora_nlg.util.jsonl import read_jsonl, write_jsonl  # noqa: E402
 
 EXAMPLES_PER_S = re.compile(r"decoded (\d+) inputs in ([\d.]+)s: ([\d.]+) examples/s")
 TARGETS = {"dynamic_speedup": 3.0, "jittor_over_torch": 1.15, "beam_speedup": 5.0}

@@ -11,10 +11,10 @@ then the final metrics of both runs (valid loss and ppl, best ppl, ms/batch, tok
 import argparse
 import os
 
-from lora_nlg.compare import markdown_table, read_run
-from lora_nlg.errors import NLGError, run_cli
-from lora_nlg.files import atomic_open
-from lora_nlg.plots import plot_runs
+from lora_nlg.pipeline.compare import markdown_table, read_run
+from lora_nlg.pipeline.plots import plot_runs
+from lora_nlg.util.errors import NLGError, run_cli
+from lora_nlg.util.files import atomic_open
 
 
 def run_name(path):

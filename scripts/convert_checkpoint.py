@@ -10,8 +10,8 @@ import argparse
 
 import torch
 
-from lora_nlg.checkpoints import CheckpointError, save_safetensors
-from lora_nlg.errors import run_cli
+from lora_nlg.checkpoints.tensor_files import save_safetensors
+from lora_nlg.util.errors import CheckpointError, run_cli
 
 
 def torch_state(path):

@@ -53,9 +53,9 @@ fetch model.safetensors
 # Read it back with the project's loader: every GPT-2 tensor present with the $card shapes.
 "$python" - "$target" "$card" <<'EOF'
 import sys
-from lora_nlg.cards import get_card
-from lora_nlg.checkpoints import load_gpt2_weights
-from lora_nlg.errors import run_cli
+from lora_nlg.model.config import get_card
+from lora_nlg.checkpoints.gpt2_weights import load_gpt2_weights
+from lora_nlg.util.errors import run_cli
 
 
 def check(argv):

@@ -3,7 +3,7 @@
     python scripts/generate.py --framework pytorch|jittor --init_checkpoint BASE [--lora_checkpoint ADAPTER]
                                --context "PARAGRAPH" --question "QUESTION" [--beam 1] [--eval_len 32]
 
-The prompt is the SQuAD pipeline's (`Context: ... Question: ... Answer:`, lora_nlg.formats.squad_prompt);
+The prompt is the SQuAD pipeline's (`Context: ... Question: ... Answer:`, lora_nlg.data.format_converting.squad_prompt);
 the answer comes from the chosen framework's gpt2_beam.py, run in that framework's environment with the
 pipeline's stopping rule (a newline or <|endoftext|>), and is cut like the pipeline's predictions. Without
 --lora_checkpoint the base model answers alone (give --model_card then, as for gpt2_beam.py).
@@ -17,14 +17,13 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # run from anywhere, with any python that has the requirements
 
-from lora_nlg import presets  # noqa: E402
-from lora_nlg.decode import squad_answer  # noqa: E402
-from lora_nlg.environments import VENVS, framework_cwd, framework_python, framework_script  # noqa: E402
-from lora_nlg.errors import NLGError, run_cli  # noqa: E402
-from lora_nlg.formats import squad_prompt  # noqa: E402
-from lora_nlg.jsonl import read_jsonl, write_jsonl  # noqa: E402
-from lora_nlg.tokenizer import EOS_ID, GPT2Tokenizer  # noqa: E402
-
+from lora_nlg.data.format_converting import squad_prompt  # noqa: E402
+from lora_nlg.data.tokenizer import EOS_ID, GPT2Tokenizer  # noqa: E402
+from lora_nlg.decode.to_text import squad_answer  # noqa: E402
+from lora_nlg.pipeline import presets  # noqa: E402
+from lora_nlg.pipeline.frameworks import VENVS, framework_cwd, framework_python, framework_script  # noqa: E402
+from lora_nlg.util.errors import NLGError, run_cli  # noqa: E402
+from lora_nlg.util.jsonl import read_jsonl, write_jsonl  # noqa: E402
 
 
 def parse_args(argv=None):

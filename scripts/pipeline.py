@@ -4,7 +4,7 @@
                             [--init_checkpoint PATH]           (run_webnlg.sh, run_dart.sh, run_squad.sh alike)
     = python scripts/pipeline.py --dataset e2e ...              (--dry_run lists the stages and commands)
 
-Stages, each skipped when it finished before with the same settings (lora_nlg/stages.py; a failure
+Stages, each skipped when it finished before with the same settings (lora_nlg/pipeline/stages.py; a failure
 stops the pipeline and names the stage's log):
   prepare              data/prepare.py -> data/<dataset>/<full|sampled_18pct>/
   corpus, pretrain,    cpu preset only: the demo's base, gpt2.tiny trained as a language model on
@@ -19,7 +19,7 @@ stops the pipeline and names the stage's log):
                        unseen, DART) or eval/squad_eval.py (SQuAD EM / F1) -> scores.json
   compare              with both frameworks: scripts/compare_logs.py -> img/<dataset>_<preset>_alignment.png
                        and trained_models/<setup>/<dataset>/alignment.md
-Settings are lora_nlg/presets.py's; `--extra STAGE=FLAGS` appends flags to a stage's command
+Settings are lora_nlg/pipeline/presets.py's; `--extra STAGE=FLAGS` appends flags to a stage's command
 (later flags win), e.g. `--extra "train=--max_step 20" --test_inputs 10` for a quick run.
 """
 import argparse
@@ -34,18 +34,20 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # run from anywhere, with any python that has the requirements
 
-from lora_nlg import beam_cli, presets, train_cli  # noqa: E402
-from lora_nlg.checkpoints import load_adapter  # noqa: E402
-from lora_nlg.decode import subset_path  # noqa: E402
-from lora_nlg.environments import framework_cwd, framework_python, framework_script  # noqa: E402
-from lora_nlg.errors import NLGError, run_cli  # noqa: E402
-from lora_nlg.files import atomic_open  # noqa: E402
-from lora_nlg.hf_checkpoint import write_hf_gpt2  # noqa: E402
-from lora_nlg.jsonl import read_jsonl, write_jsonl  # noqa: E402
-from lora_nlg.logs import read_log  # noqa: E402
-from lora_nlg.pretrain_corpus import evenly_spaced  # noqa: E402
-from lora_nlg.stages import Call, Command, Ref, Stage, StageFailed, format_seconds, run_stages, say  # noqa: E402
-from lora_nlg.train_state import STATE_FILE  # noqa: E402
+from lora_nlg.checkpoints.adapter import load_adapter  # noqa: E402
+from lora_nlg.checkpoints.hf_export import write_hf_gpt2  # noqa: E402
+from lora_nlg.data.sampling import evenly_spaced  # noqa: E402
+from lora_nlg.decode import beam_cli  # noqa: E402
+from lora_nlg.decode.to_text import subset_path  # noqa: E402
+from lora_nlg.pipeline import presets  # noqa: E402
+from lora_nlg.pipeline.frameworks import framework_cwd, framework_python, framework_script  # noqa: E402
+from lora_nlg.pipeline.stages import Call, Command, Ref, Stage, StageFailed, format_seconds, run_stages, say  # noqa: E402
+from lora_nlg.train import cli as train_cli  # noqa: E402
+from lora_nlg.train.logs import read_log  # noqa: E402
+from lora_nlg.train.state import STATE_FILE  # noqa: E402
+from lora_nlg.util.errors import NLGError, run_cli  # noqa: E402
+from lora_nlg.util.files import atomic_open  # noqa: E402
+from lora_nlg.util.jsonl import read_jsonl, write_jsonl  # noqa: E402
 
 EXTRA_STAGES = ("corpus", "pretrain", "train", "beam")
 
@@ -157,7 +159,7 @@ def export_stage(paths, pretrain):
 
 def cpu_base_stages(args, paths):
     """corpus -> pretrain (PyTorch) -> export: the cpu demo's base model."""
-    argv = [sys.executable, os.path.join(ROOT, "data", "pretrain_corpus.py"), "--out", paths.corpus,
+    argv = [sys.executable, os.path.join(ROOT, "data", "prepare_corpus.py"), "--out", paths.corpus,
             "--vocab-dir", paths.vocab] + (["--source", args.source] if args.source else []) + args.extra["corpus"]
     files = [os.path.join(paths.corpus, name) for name in ("train.jsonl", "valid.jsonl", "manifest.json")]
     corpus = Stage("corpus", paths.corpus, "corpus", [Command(argv)], outputs=files)

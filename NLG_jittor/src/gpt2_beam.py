@@ -6,12 +6,12 @@
         --beam 10 --length_penalty 0.8 --no_repeat_ngram_size 4 --repetition_penalty 1.0 --eos_token_id 628 \
         --work_dir ../trained_models/e2e --output_file predict.26290.jsonl
 
-Computes what microsoft/LoRA's gpt2_beam.py computes (rules: lora_nlg/beam.py; flags:
-lora_nlg/beam_cli.py), faster: examples are batched with LEFT padding (so every row's next token
+Computes what microsoft/LoRA's gpt2_beam.py computes (rules: lora_nlg/decode/beam.py; flags:
+lora_nlg/decode/beam_cli.py), faster: examples are batched with LEFT padding (so every row's next token
 sits in the last column) on top of the beams, the prompt runs once per example instead of once per
 beam, logits are computed for the last position only, and examples leave the batch as soon as their
 result is final. This file only runs the model and picks the top-k candidates; the bookkeeping is
-lora_nlg.beam.BeamBook, shared with the PyTorch tree.
+lora_nlg.decode.beam.BeamBook, shared with the PyTorch tree.
 
 The Jittor mirror of NLG_pytorch/src/gpt2_beam.py, line for line but for the top-k (`top_candidates`:
 jt.topk sorts whole rows), index assignments skipped when there is nothing to assign, and the model's
@@ -23,9 +23,11 @@ import numpy as np
 
 from jittor_env import jt
 from lora import merge_lora
-from lora_nlg.beam import BeamBook
-from lora_nlg.beam_cli import load_decoding_model, parse_args, run
-from lora_nlg.errors import NLGError, run_cli
+from lora_nlg.decode.beam import BeamBook
+from lora_nlg.decode.beam_cli import parse_args
+from lora_nlg.decode.beam_loop import run
+from lora_nlg.decode.beam_model import load_decoding_model
+from lora_nlg.util.errors import NLGError, run_cli
 from model import GPT2LMModel, log_softmax
 
 
@@ -91,7 +93,7 @@ def top_candidates(candidates, k, group=256):
 
 @jt.no_grad()
 def beam_search(model, batch, settings):
-    """Generated ids of each input of a lora_nlg.batching.QueryBatch (beam 1: greedy decoding)."""
+    """Generated ids of each input of a lora_nlg.data.batching.QueryBatch (beam 1: greedy decoding)."""
     book = BeamBook(settings, len(batch.ids), model.config.vocab_size)
     tokens = as_tensor(batch.left_padded())
     left_pad = tokens.shape[1] - as_tensor(batch.lengths)

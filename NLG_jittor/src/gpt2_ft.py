@@ -1,6 +1,6 @@
-"""Fine-tune GPT-2 with LoRA: the Jittor tensor work under the shared loop of lora_nlg.train_loop.
+"""Fine-tune GPT-2 with LoRA: the Jittor tensor work under the shared loop of lora_nlg.train.loop.
 
-Flags (microsoft/LoRA's, defaults = its README E2E command) are in lora_nlg.train_cli, the loop,
+Flags (microsoft/LoRA's, defaults = its README E2E command) are in lora_nlg.train.cli, the loop,
 logs and resumable state in lora_nlg; this file only runs the model, gradients and optimizer.
 The Jittor mirror of NLG_pytorch/src/gpt2_ft.py: gradients live in `optimizer.grads` (Jittor Vars
 carry no `.grad`), so `optimizer.backward(loss)` stands where torch has `loss.backward()`. Mixed
@@ -17,9 +17,9 @@ import numpy as np
 
 from jittor_env import jt
 from lora import report_trainable, set_trainable, trainable_state_dict
-from lora_nlg.checkpoints import check_shapes
-from lora_nlg.train_cli import TrainConfigError
-from lora_nlg.train_loop import main
+from lora_nlg.checkpoints.tensor_files import check_shapes
+from lora_nlg.train.cli import TrainConfigError
+from lora_nlg.train.loop import main
 from model import GPT2LMModel
 from optim import AdamW, clip_grad_norm
 
@@ -41,7 +41,7 @@ def pick_device(name):
 
 
 class TrainEngine:
-    """Model, trainable parameters and AdamW of one run on one device (the interface: lora_nlg.train_loop)."""
+    """Model, trainable parameters and AdamW of one run on one device (the interface: lora_nlg.train.loop)."""
     framework = "jittor"
 
     def __init__(self, config, lora, weights, args):

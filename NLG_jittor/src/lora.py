@@ -9,7 +9,7 @@ The Jittor mirror of NLG_pytorch/src/lora.py: a parameter is a Var attribute, tr
 import sys
 
 from jittor_env import jt
-from lora_nlg.cards import count_parameters, count_trainable, param_shapes
+from lora_nlg.model.config import count_parameters, count_trainable, param_shapes
 
 nn = jt.nn
 

@@ -27,8 +27,8 @@ import numpy as np
 
 from jittor_env import jt
 from lora import LoRAConv1D
-from lora_nlg.cards import LoRAConfig
-from lora_nlg.checkpoints import check_shapes
+from lora_nlg.checkpoints.tensor_files import check_shapes
+from lora_nlg.model.config import LoRAConfig
 
 nn = jt.nn
 

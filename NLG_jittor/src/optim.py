@@ -1,7 +1,7 @@
 """AdamW and gradient clipping as microsoft/LoRA's training computes them, written formula by formula.
 
 The learning rate is not stored here: the trainer passes `lr_at(optimizer.step_count, ...)` from
-lora_nlg.schedules to every `step`, so both trees share one schedule implementation.
+lora_nlg.train.schedules to every `step`, so both trees share one schedule implementation.
 
 The Jittor mirror of NLG_pytorch/src/optim.py. Jittor Vars carry no `.grad`: the optimizer computes and
 holds the gradients, so `optimizer.backward(loss)` stands where torch has `loss.backward()`, and
@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from jittor_env import jt
-from lora_nlg.checkpoints import check_shapes
+from lora_nlg.checkpoints.tensor_files import check_shapes
 
 
 class AdamW:

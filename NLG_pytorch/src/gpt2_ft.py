@@ -1,6 +1,6 @@
-"""Fine-tune GPT-2 with LoRA: the PyTorch tensor work under the shared loop of lora_nlg.train_loop.
+"""Fine-tune GPT-2 with LoRA: the PyTorch tensor work under the shared loop of lora_nlg.train.loop.
 
-Flags (microsoft/LoRA's, defaults = its README E2E command) are in lora_nlg.train_cli, the loop,
+Flags (microsoft/LoRA's, defaults = its README E2E command) are in lora_nlg.train.cli, the loop,
 logs and resumable state in lora_nlg; this file only runs the model, gradients and optimizer.
 
     cd NLG_pytorch && python src/gpt2_ft.py --train_data ../data/e2e/sampled_18pct/train.jsonl \\
@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from lora import report_trainable, set_trainable, trainable_state_dict
-from lora_nlg.checkpoints import check_shapes
-from lora_nlg.train_cli import TrainConfigError
-from lora_nlg.train_loop import main
+from lora_nlg.checkpoints.tensor_files import check_shapes
+from lora_nlg.train.cli import TrainConfigError
+from lora_nlg.train.loop import main
 from model import GPT2LMModel
 from optim import AdamW, clip_grad_norm
 
@@ -30,7 +30,7 @@ def pick_device(name):
 
 
 class TrainEngine:
-    """Model, trainable parameters and AdamW of one run on one device (the interface: lora_nlg.train_loop)."""
+    """Model, trainable parameters and AdamW of one run on one device (the interface: lora_nlg.train.loop)."""
     framework = "pytorch"
 
     def __init__(self, config, lora, weights, args):

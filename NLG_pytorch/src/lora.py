@@ -10,7 +10,7 @@ import sys
 import torch
 from torch import nn
 
-from lora_nlg.cards import count_parameters, count_trainable, param_shapes
+from lora_nlg.model.config import count_parameters, count_trainable, param_shapes
 
 LORA_SUFFIXES = (".lora_A", ".lora_B")
 

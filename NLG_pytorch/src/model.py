@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from lora import LoRAConv1D
-from lora_nlg.cards import LoRAConfig
-from lora_nlg.checkpoints import check_shapes
+from lora_nlg.checkpoints.tensor_files import check_shapes
+from lora_nlg.model.config import LoRAConfig
 
 MASKED_SCORE = -1e10  # the reference's fill: exp() gives exactly 0, and a row with no visible key stays finite
 LOSS_EPS = 1e-4  # the reference divides the masked loss sum by mask.sum() + 1e-4

@@ -1,14 +1,14 @@
 """AdamW and gradient clipping as microsoft/LoRA's training computes them, written formula by formula.
 
 The learning rate is not stored here: the trainer passes `lr_at(optimizer.step_count, ...)` from
-lora_nlg.schedules to every `step`, so both trees share one schedule implementation.
+lora_nlg.train.schedules to every `step`, so both trees share one schedule implementation.
 """
 import math
 
 import numpy as np
 import torch
 
-from lora_nlg.checkpoints import check_shapes
+from lora_nlg.checkpoints.tensor_files import check_shapes
 
 
 class AdamW:

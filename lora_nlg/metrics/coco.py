@@ -5,8 +5,8 @@ tokens dropped); then METEOR 1.5 (`-norm`, over stdio), ROUGE-L (LCS F-measure, 
 reference) and CIDEr-D (sigma 6, clipped counts, x10, document frequencies from these references).
 These are pycocoevalcap's own classes, so the numbers are the library's; we only add clear errors.
 """
-from lora_nlg.errors import NLGError
 from lora_nlg.metrics.java import java_executable, meteor_jar, ptb_tokenizer_jar
+from lora_nlg.util.errors import NLGError
 
 
 def coco_scores(references, hypotheses):

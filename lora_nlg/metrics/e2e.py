@@ -6,10 +6,10 @@ by one blank line (a file without blank lines holds one reference per input). Pr
 per input. BLEU and NIST come from the Python MT-Eval port (`mteval`), METEOR, ROUGE-L and CIDEr from
 the MS-COCO caption code (`coco`).
 """
-from lora_nlg.errors import NLGError
-from lora_nlg.files import read_text
 from lora_nlg.metrics import mteval
 from lora_nlg.metrics.coco import coco_scores
+from lora_nlg.util.errors import NLGError
+from lora_nlg.util.files import read_text
 
 METRICS = ("BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr")
 

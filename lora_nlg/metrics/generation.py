@@ -12,13 +12,13 @@ BERTScore and BLEURT need model downloads and are not offered.
 """
 import sys
 
-from lora_nlg.errors import NLGError
-from lora_nlg.files import read_text
 from lora_nlg.metrics import multi_bleu
 from lora_nlg.metrics.chrf import chrf_plus_plus
 from lora_nlg.metrics.meteor import meteor_score
 from lora_nlg.metrics.nltk_tokenize import tokenized_line
 from lora_nlg.metrics.ter import ter
+from lora_nlg.util.errors import NLGError
+from lora_nlg.util.files import read_text
 
 METRICS = ("bleu", "meteor", "chrf++", "ter")
 UNAVAILABLE = ("bert", "bleurt")

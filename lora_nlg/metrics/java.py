@@ -7,7 +7,7 @@ separate download is needed. Anything missing is an NLGError saying what to inst
 import os
 import shutil
 
-from lora_nlg.errors import NLGError
+from lora_nlg.util.errors import NLGError
 
 INSTALL_JAVA = "install a Java runtime, e.g. `apt-get install default-jre-headless`"
 INSTALL_JARS = "install them with `pip install pycocoevalcap==1.2`"

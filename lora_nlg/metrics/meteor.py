@@ -10,8 +10,8 @@ import re
 import subprocess
 import tempfile
 
-from lora_nlg.errors import NLGError
 from lora_nlg.metrics.java import java_executable, meteor_jar
+from lora_nlg.util.errors import NLGError
 
 _FINAL_SCORE = re.compile(rb"^Final score:\s+(\S+)\s*$", re.MULTILINE)
 

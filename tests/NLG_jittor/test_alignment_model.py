@@ -13,8 +13,8 @@ import pytest
 
 from jittor_env import jt
 from lora import set_trainable, trainable_state_dict
-from lora_nlg.cards import LoRAConfig, get_card
-from lora_nlg.checkpoints import load_adapter, save_adapter
+from lora_nlg.checkpoints.adapter import load_adapter, save_adapter
+from lora_nlg.model.config import LoRAConfig, get_card
 from model import GPT2LMModel
 from optim import AdamW, clip_grad_norm
 

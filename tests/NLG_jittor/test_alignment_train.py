@@ -16,9 +16,9 @@ import pytest
 import gpt2_ft
 from alignment.train_runs import TORCH_PYTHON, events, finish, logits_batch, start_torch_ft
 from jittor_env import jt
-from lora_nlg.checkpoints import load_adapter
-from lora_nlg.init_weights import init_gpt2_weights
-from lora_nlg.jsonl import read_jsonl, write_jsonl
+from lora_nlg.checkpoints.adapter import load_adapter
+from lora_nlg.model.init_weights import init_gpt2_weights
+from lora_nlg.util.jsonl import read_jsonl, write_jsonl
 from model import GPT2LMModel
 from testpaths import MIRROR
 

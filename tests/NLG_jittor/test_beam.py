@@ -1,19 +1,18 @@
-"""Jittor's batched beam search (gpt2_beam.beam_search + lora_nlg.beam) against the reference's rules.
+"""Jittor's batched beam search (gpt2_beam.beam_search + lora_nlg.decode.beam) against the reference's rules.
 
 The cases are the PyTorch tests' (tests/alignment/beam_cases.py): a random small GPT-2 whose EOS ids
 are likely is decoded batched, one input at a time, and by the plain reference search in
-lora_nlg.beam_reference fed with this model's logits. The rules themselves (bans, penalties, length
+alignment.beam_reference fed with this model's logits. The rules themselves (bans, penalties, length
 penalty, stopping) are lora_nlg's and are checked on hand-made models in tests/NLG_pytorch/test_beam.py.
 """
 import numpy as np
 import pytest
 
 import gpt2_beam
-from alignment.beam_cases import (EOS_IDS, SETTINGS, CountingModel, decode_with, eos_prone_weights,
-                                  random_prompts)
+from alignment.beam_cases import EOS_IDS, SETTINGS, CountingModel, decode_with, eos_prone_weights, random_prompts
+from alignment.beam_reference import reference_beam_search
 from alignment.fixtures import SMALL
 from jittor_env import jt
-from lora_nlg.beam_reference import reference_beam_search
 from model import GPT2LMModel
 
 

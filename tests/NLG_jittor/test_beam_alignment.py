@@ -20,9 +20,10 @@ from alignment.beam_cases import ADAPTER_B_STD, E2E_FLAGS, peaked_weights, write
 from alignment.fixtures import lora_weights
 from jittor_env import jt
 from lora import set_trainable, trainable_state_dict
-from lora_nlg.cards import LoRAConfig, get_card
-from lora_nlg.checkpoints import load_adapter, save_adapter, save_safetensors
-from lora_nlg.jsonl import read_jsonl
+from lora_nlg.checkpoints.adapter import load_adapter, save_adapter
+from lora_nlg.checkpoints.tensor_files import save_safetensors
+from lora_nlg.model.config import LoRAConfig, get_card
+from lora_nlg.util.jsonl import read_jsonl
 from model import GPT2LMModel
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ from alignment import numpy_reference as ref
 from alignment.fixtures import SMALL, lora_weights, random_weights, token_ids
 from jittor_env import jt
 from lora import LoRAConv1D, lora_state_dict, merge_lora, report_trainable, set_trainable, unmerge_lora
-from lora_nlg.cards import LoRAConfig, count_trainable, get_card, lora_shapes
+from lora_nlg.model.config import LoRAConfig, count_trainable, get_card, lora_shapes
 from model import GPT2LMModel
 from optim import AdamW
 

@@ -10,8 +10,8 @@ from alignment import numpy_reference as ref
 from alignment.fixtures import SMALL, lora_weights, random_weights, token_ids
 from jittor_env import jt
 from lora import merge_lora, set_trainable
-from lora_nlg.cards import LoRAConfig, lora_shapes, param_shapes
-from lora_nlg.checkpoints import CheckpointError
+from lora_nlg.model.config import LoRAConfig, lora_shapes, param_shapes
+from lora_nlg.util.errors import CheckpointError
 from model import GPT2LMModel, LayerNorm, gelu, log_softmax
 from optim import AdamW
 

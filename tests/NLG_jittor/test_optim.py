@@ -6,8 +6,8 @@ from alignment import numpy_reference as ref
 from alignment.fixtures import SMALL, lora_weights, random_weights, token_ids
 from jittor_env import jt
 from lora import set_trainable
-from lora_nlg.cards import LoRAConfig
-from lora_nlg.checkpoints import read_tensors, save_safetensors
+from lora_nlg.checkpoints.tensor_files import read_tensors, save_safetensors
+from lora_nlg.model.config import LoRAConfig
 from model import GPT2LMModel
 from optim import AdamW, clip_grad_norm
 

@@ -12,17 +12,24 @@ import numpy as np
 import pytest
 
 import gpt2_ft
-from alignment.train_runs import (MICRO, SEED, events, micro_argv, reference_eval_line, reference_train_line,
-                                  write_dataset)
+from alignment.train_runs import (
+    MICRO,
+    SEED,
+    events,
+    micro_argv,
+    reference_eval_line,
+    reference_train_line,
+    write_dataset,
+)
 from jittor_env import jt
-from lora_nlg import cards
-from lora_nlg.batching import TrainBatches, eval_batches, load_encoded
-from lora_nlg.cards import LoRAConfig
-from lora_nlg.checkpoints import load_adapter
-from lora_nlg.init_weights import init_gpt2_weights, init_lora_weights
-from lora_nlg.schedules import lr_at
-from lora_nlg.train_cli import parse_args
-from lora_nlg.train_state import load_train_state
+from lora_nlg.checkpoints.adapter import load_adapter
+from lora_nlg.data.batching import TrainBatches, eval_batches, load_encoded
+from lora_nlg.model import config
+from lora_nlg.model.config import LoRAConfig
+from lora_nlg.model.init_weights import init_gpt2_weights, init_lora_weights
+from lora_nlg.train.cli import parse_args
+from lora_nlg.train.schedules import lr_at
+from lora_nlg.train.state import load_train_state
 from model import GPT2LMModel
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -30,7 +37,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 @pytest.fixture(autouse=True)
 def micro_card(monkeypatch):
-    monkeypatch.setitem(cards.CARDS, "gpt2.micro", MICRO)
+    monkeypatch.setitem(config.CARDS, "gpt2.micro", MICRO)
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import torch
 from transformers import GPT2Config as HFConfig
 from transformers import GPT2LMHeadModel
 
-from lora_nlg.cards import GPT2Config
-from lora_nlg.init_weights import init_gpt2_weights
+from lora_nlg.model.config import GPT2Config
+from lora_nlg.model.init_weights import init_gpt2_weights
 
 SMALL = GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=300, n_positions=64)
 

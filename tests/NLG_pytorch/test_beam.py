@@ -1,8 +1,8 @@
-"""Batched beam search (gpt2_beam.beam_search + lora_nlg.beam) against the reference's rules.
+"""Batched beam search (gpt2_beam.beam_search + lora_nlg.decode.beam) against the reference's rules.
 
 A random small GPT-2 whose EOS ids are made likely (so hypotheses finish, and the early stop and
 the result bookkeeping are exercised) is decoded batched, one input at a time, and by the plain
-reference search in lora_nlg.beam_reference; hand-made bigram models check each rule on its own.
+reference search in alignment.beam_reference; hand-made bigram models check each rule on its own.
 """
 import math
 from types import SimpleNamespace
@@ -10,15 +10,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+
 from alignment.beam_cases import EOS_IDS, SEQ_LEN, SETTINGS, CountingModel, eos_prone_weights, random_prompts
-from hf_reference import SMALL
-
+from alignment.beam_reference import log_softmax, reference_beam_search
 from gpt2_beam import beam_search
-from lora_nlg.batching import query_batches
-from lora_nlg.beam import BeamBook, BeamError, BeamSettings, length_denominators
-from lora_nlg.beam_reference import log_softmax, reference_beam_search
+from hf_reference import SMALL
+from lora_nlg.data.batching import query_batches
+from lora_nlg.decode.beam import BeamBook, BeamError, BeamSettings, length_denominators
 from model import GPT2LMModel
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -4,15 +4,16 @@ import json
 import numpy as np
 import pytest
 import torch
+
 import gpt2_beam
 from lora import merge_lora
-from lora_nlg.batching import query_batches
-from lora_nlg.beam import BeamSettings
-from lora_nlg.beam_cli import parse_args
-from lora_nlg.cards import GPT2Config, LoRAConfig, get_card
-from lora_nlg.checkpoints import save_adapter
-from lora_nlg.errors import run_cli
-from lora_nlg.init_weights import init_gpt2_weights, init_lora_weights
+from lora_nlg.checkpoints.adapter import save_adapter
+from lora_nlg.data.batching import query_batches
+from lora_nlg.decode.beam import BeamSettings
+from lora_nlg.decode.beam_cli import parse_args
+from lora_nlg.model.config import GPT2Config, LoRAConfig, get_card
+from lora_nlg.model.init_weights import init_gpt2_weights, init_lora_weights
+from lora_nlg.util.errors import run_cli
 from model import GPT2LMModel
 
 LORA = LoRAConfig(r=4, alpha=32, targets="q,v")

@@ -6,13 +6,15 @@ import sys
 import numpy as np
 import pytest
 import torch
-from hf_reference import SMALL, hf_model, random_weights
 
+from hf_reference import SMALL, hf_model, random_weights
 from lora import set_trainable, trainable_state_dict
-from lora_nlg.cards import LoRAConfig, lora_shapes
-from lora_nlg.checkpoints import (CheckpointError, load_adapter, load_canonical, load_gpt2_weights, read_tensors,
-                                  save_adapter)
-from lora_nlg.init_weights import init_lora_weights
+from lora_nlg.checkpoints.adapter import load_adapter, save_adapter
+from lora_nlg.checkpoints.gpt2_weights import canonical_tensors, load_gpt2_weights
+from lora_nlg.checkpoints.tensor_files import read_tensors
+from lora_nlg.model.config import LoRAConfig, lora_shapes
+from lora_nlg.model.init_weights import init_lora_weights
+from lora_nlg.util.errors import CheckpointError
 from model import GPT2LMModel
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -101,7 +103,7 @@ def test_jittor_venv_reads_a_torch_bin_without_torch(tmp_path, hf):
     """The Jittor tree has no torch at all: the same file must load there to the same weights."""
     torch.save(hf.state_dict(), tmp_path / "pytorch_model.bin")
     code = ("import sys, numpy as np\n"
-            "from lora_nlg.checkpoints import load_gpt2_weights\nfrom lora_nlg.cards import GPT2Config\n"
+            "from lora_nlg.checkpoints.gpt2_weights import load_gpt2_weights\nfrom lora_nlg.model.config import GPT2Config\n"
             f"w = load_gpt2_weights(sys.argv[1], GPT2Config(**{SMALL.to_dict()!r}))\n"
             "assert 'torch' not in sys.modules\n"
             "print(repr(sum(float(np.abs(v).astype(np.float64).sum()) for v in w.values())))\n")
@@ -141,7 +143,8 @@ def test_official_microsoft_lora_adapter_loads(tmp_path):
     tensors = init_lora_weights(SMALL, lora, seed=3)
     torch.save({"model_state_dict": {"transformer." + n: torch.from_numpy(w) for n, w in tensors.items()}},
                tmp_path / "model.26290.pt")
-    loaded = load_canonical(tmp_path / "model.26290.pt", lora_shapes(SMALL, lora))
+    path = str(tmp_path / "model.26290.pt")
+    loaded = canonical_tensors(read_tensors(path), lora_shapes(SMALL, lora), path)
     assert all(np.array_equal(loaded[n], tensors[n]) for n in tensors) and list(loaded) == list(tensors)
 
 

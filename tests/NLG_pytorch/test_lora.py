@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hf_reference import SMALL, random_weights
 
+from hf_reference import SMALL, random_weights
 from lora import LoRAConv1D, lora_state_dict, merge_lora, report_trainable, set_trainable, unmerge_lora
-from lora_nlg.cards import LoRAConfig, count_trainable, get_card, lora_shapes
-from lora_nlg.init_weights import init_lora_weights
+from lora_nlg.model.config import LoRAConfig, count_trainable, get_card, lora_shapes
+from lora_nlg.model.init_weights import init_lora_weights
 from model import GPT2LMModel
 
 ALL_TARGETS = LoRAConfig(r=4, alpha=32, targets="attn,mlp")

@@ -2,11 +2,11 @@
 import numpy as np
 import pytest
 import torch
-from hf_reference import SMALL, hf_model, random_weights
 
-from lora_nlg.cards import LoRAConfig, lora_shapes, param_shapes
-from lora_nlg.checkpoints import CheckpointError
-from lora_nlg.init_weights import init_lora_weights
+from hf_reference import SMALL, hf_model, random_weights
+from lora_nlg.model.config import LoRAConfig, lora_shapes, param_shapes
+from lora_nlg.model.init_weights import init_lora_weights
+from lora_nlg.util.errors import CheckpointError
 from model import GPT2LMModel
 
 LORA = LoRAConfig(r=4, alpha=32, targets="q,v,o,fc,proj")

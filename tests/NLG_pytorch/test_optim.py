@@ -4,14 +4,14 @@ import math
 import numpy as np
 import pytest
 import torch
+
 from alignment import numpy_reference
 from hf_reference import SMALL, random_weights
-
 from lora import set_trainable
-from lora_nlg.cards import LoRAConfig
-from lora_nlg.checkpoints import read_tensors, save_safetensors
-from lora_nlg.init_weights import init_lora_weights
-from lora_nlg.schedules import ScheduleError, lr_at
+from lora_nlg.checkpoints.tensor_files import read_tensors, save_safetensors
+from lora_nlg.model.config import LoRAConfig
+from lora_nlg.model.init_weights import init_lora_weights
+from lora_nlg.train.schedules import ScheduleError, lr_at
 from model import GPT2LMModel
 from optim import AdamW, clip_grad_norm
 

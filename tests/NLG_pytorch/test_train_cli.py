@@ -11,17 +11,18 @@ import pytest
 import torch
 
 import gpt2_ft
-from lora_nlg import cards
-from lora_nlg.batching import TrainBatches, eval_batches, load_encoded
-from lora_nlg.cards import GPT2Config, LoRAConfig
-from lora_nlg.checkpoints import load_adapter, save_safetensors
-from lora_nlg.init_weights import init_gpt2_weights, init_lora_weights
-from lora_nlg.jsonl import write_jsonl
-from lora_nlg.schedules import lr_at
-from lora_nlg.train_cli import parse_args
-from lora_nlg.train_state import load_train_state
-from model import GPT2LMModel
 from alignment.train_runs import events, reference_eval_line, reference_train_line  # noqa: E402
+from lora_nlg.checkpoints.adapter import load_adapter
+from lora_nlg.checkpoints.tensor_files import save_safetensors
+from lora_nlg.data.batching import TrainBatches, eval_batches, load_encoded
+from lora_nlg.model import config
+from lora_nlg.model.config import GPT2Config, LoRAConfig
+from lora_nlg.model.init_weights import init_gpt2_weights, init_lora_weights
+from lora_nlg.train.cli import parse_args
+from lora_nlg.train.schedules import lr_at
+from lora_nlg.train.state import load_train_state
+from lora_nlg.util.jsonl import write_jsonl
+from model import GPT2LMModel
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SEED = 110
@@ -30,7 +31,7 @@ MICRO = GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=512, n_positions=6
 
 @pytest.fixture(autouse=True)
 def micro_card(monkeypatch):
-    monkeypatch.setitem(cards.CARDS, "gpt2.micro", MICRO)
+    monkeypatch.setitem(config.CARDS, "gpt2.micro", MICRO)
 
 
 def write_dataset(path, n, seed):
@@ -131,9 +132,9 @@ def test_adapters_hold_what_trains_lora_or_every_weight_for_full_fine_tuning(dat
     adapter = load_adapter(tmp_path / "model.1")
     lora = LoRAConfig(r=lora_dim, alpha=32.0, dropout=0.1, targets=targets)
     assert adapter.lora == lora
-    assert {n: v.shape for n, v in adapter.tensors.items()} == cards.trainable_shapes(MICRO, lora)
+    assert {n: v.shape for n, v in adapter.tensors.items()} == config.trainable_shapes(MICRO, lora)
     (start,) = events(tmp_path, "start")
-    assert start["trainable_params"] == cards.count_trainable(MICRO, lora)
+    assert start["trainable_params"] == config.count_trainable(MICRO, lora)
     assert f"trainable parameters: {start['trainable_params']:,} of " in (tmp_path / "log.txt").read_text()
 
 

@@ -1,7 +1,7 @@
 """Beam-search test cases shared by both trees' tests: numpy and lora_nlg only, no framework.
 
 - a random SMALL GPT-2 whose EOS ids are likely, prompts of mixed lengths and search settings, for
-  the batched search against lora_nlg.beam_reference and against itself at batch size 1;
+  the batched search against alignment.beam_reference and against itself at batch size 1;
 - E2E test inputs and a peaked gpt2.tiny, for decoding the same inputs in both frameworks.
 """
 import json
@@ -9,11 +9,10 @@ import json
 import numpy as np
 
 from alignment.fixtures import SMALL, random_weights
-from lora_nlg.batching import query_batches
-from lora_nlg.beam import BeamSettings
-from lora_nlg.encoding import encode_records
-from lora_nlg.formats import format_e2e
-from lora_nlg.tokenizer import GPT2Tokenizer
+from lora_nlg.data.batching import query_batches
+from lora_nlg.data.format_converting import format_e2e
+from lora_nlg.data.tokenizer import GPT2Tokenizer, encode_records
+from lora_nlg.decode.beam import BeamSettings
 from testpaths import MIRROR
 
 EOS_IDS = (5, 17)

@@ -6,9 +6,9 @@ nonzero LoRA B so the LoRA branch changes the output and A gets a gradient.
 """
 import numpy as np
 
-from lora_nlg.batching import collate
-from lora_nlg.cards import GPT2Config
-from lora_nlg.init_weights import init_gpt2_weights, init_lora_weights
+from lora_nlg.data.batching import collate
+from lora_nlg.model.config import GPT2Config
+from lora_nlg.model.init_weights import init_gpt2_weights, init_lora_weights
 
 SMALL = GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=300, n_positions=64)  # compiles and runs fast
 
@@ -35,7 +35,7 @@ def lora_weights(config, lora, seed=0, b_std=0.05):
 
 
 def synthetic_batch(config=SMALL, n=4, seed=0, seq_len=64):
-    """A training batch from lora_nlg.batching: n (context, completion) pairs of random token ids."""
+    """A training batch from lora_nlg.data.batching: n (context, completion) pairs of random token ids."""
     rng = np.random.default_rng(seed)
     examples = [(rng.integers(0, config.vocab_size, rng.integers(5, 16)).tolist(),
                  rng.integers(0, config.vocab_size, rng.integers(4, 11)).tolist()) for _ in range(n)]

@@ -24,8 +24,8 @@ import gpt2_beam  # noqa: E402
 from alignment.beam_cases import ADAPTER_B_STD  # noqa: E402
 from alignment.fixtures import lora_weights  # noqa: E402
 from lora import set_trainable, trainable_state_dict  # noqa: E402
-from lora_nlg.cards import LoRAConfig, get_card  # noqa: E402
-from lora_nlg.checkpoints import save_adapter  # noqa: E402
+from lora_nlg.checkpoints.adapter import save_adapter  # noqa: E402
+from lora_nlg.model.config import LoRAConfig, get_card  # noqa: E402
 from model import GPT2LMModel  # noqa: E402
 
 LORA = LoRAConfig(r=4, alpha=32, targets="q,v")

@@ -27,8 +27,8 @@ sys.path[:0] = [str(ROOT / "NLG_pytorch" / "src"), str(ROOT / "tests")]
 
 from alignment.fixtures import lora_weights, random_weights, synthetic_batch  # noqa: E402
 from lora import set_trainable, trainable_state_dict  # noqa: E402
-from lora_nlg.cards import LoRAConfig, get_card  # noqa: E402
-from lora_nlg.checkpoints import load_adapter, save_adapter  # noqa: E402
+from lora_nlg.checkpoints.adapter import load_adapter, save_adapter  # noqa: E402
+from lora_nlg.model.config import LoRAConfig, get_card  # noqa: E402
 from model import GPT2LMModel  # noqa: E402
 from optim import AdamW, clip_grad_norm  # noqa: E402
 

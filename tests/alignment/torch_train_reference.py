@@ -18,8 +18,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "NLG_pytorch" / "src"), str(ROOT / "tests")]
 
 from alignment.train_runs import logits_batch  # noqa: E402
-from lora_nlg.checkpoints import load_adapter  # noqa: E402
-from lora_nlg.init_weights import init_gpt2_weights  # noqa: E402
+from lora_nlg.checkpoints.adapter import load_adapter  # noqa: E402
+from lora_nlg.model.init_weights import init_gpt2_weights  # noqa: E402
 from model import GPT2LMModel  # noqa: E402
 
 

@@ -10,10 +10,10 @@ import subprocess
 
 import numpy as np
 
-from lora_nlg import logs
-from lora_nlg.batching import eval_batches, load_encoded
-from lora_nlg.cards import GPT2Config
-from lora_nlg.jsonl import write_jsonl
+from lora_nlg.data.batching import eval_batches, load_encoded
+from lora_nlg.model.config import GPT2Config
+from lora_nlg.train import logs
+from lora_nlg.util.jsonl import write_jsonl
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TORCH_PYTHON = ROOT / ".venv-torch" / "bin" / "python"

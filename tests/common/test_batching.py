@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from lora_nlg import batching
-from lora_nlg.errors import NLGError
-from lora_nlg.jsonl import write_jsonl
+from lora_nlg.data import batching
+from lora_nlg.util.errors import NLGError
+from lora_nlg.util.jsonl import write_jsonl
 
 
 def reference_item(context, completion, seq_len):

@@ -4,9 +4,19 @@ import math
 import numpy as np
 import pytest
 
-from lora_nlg.cards import (CARDS, CardError, GPT2Config, LoRAConfig, count_parameters, count_trainable,
-                            get_card, lora_shapes, param_shapes, parse_targets)
-from lora_nlg.init_weights import init_gpt2_weights, init_lora_weights
+from lora_nlg.model.config import (
+    CARDS,
+    CardError,
+    GPT2Config,
+    LoRAConfig,
+    count_parameters,
+    count_trainable,
+    get_card,
+    lora_shapes,
+    param_shapes,
+    parse_targets,
+)
+from lora_nlg.model.init_weights import init_gpt2_weights, init_lora_weights
 
 TINY = GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=500, n_positions=64)
 

@@ -5,10 +5,12 @@ import os
 import numpy as np
 import pytest
 
-from lora_nlg.cards import GPT2Config, LoRAConfig
-from lora_nlg.checkpoints import (CheckpointError, canonical_name, load_adapter, load_gpt2_weights, read_tensors,
-                                  save_adapter, save_safetensors)
-from lora_nlg.init_weights import init_gpt2_weights, init_lora_weights
+from lora_nlg.checkpoints.adapter import load_adapter, save_adapter
+from lora_nlg.checkpoints.gpt2_weights import canonical_name, load_gpt2_weights
+from lora_nlg.checkpoints.tensor_files import read_tensors, save_safetensors
+from lora_nlg.model.config import GPT2Config, LoRAConfig
+from lora_nlg.model.init_weights import init_gpt2_weights, init_lora_weights
+from lora_nlg.util.errors import CheckpointError
 
 CONFIG = GPT2Config(n_embd=16, n_layer=2, n_head=2, vocab_size=50, n_positions=8)
 WEIGHTS = init_gpt2_weights(CONFIG, seed=0)

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from lora_nlg.compare import curve_diff, final_metrics, read_run
-from lora_nlg.errors import run_cli
+from lora_nlg.pipeline.compare import curve_diff, final_metrics, read_run
+from lora_nlg.util.errors import run_cli
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "compare_logs.py"

@@ -6,13 +6,12 @@ import json
 
 import pytest
 
-from lora_nlg import formats
-from lora_nlg.encoding import encode_records
-from lora_nlg.errors import NLGError
-from lora_nlg.jsonl import read_jsonl, write_jsonl
-from lora_nlg.tokenizer import GPT2Tokenizer
-
+from lora_nlg.data import format_converting
+from lora_nlg.data.tokenizer import GPT2Tokenizer, encode_records
+from lora_nlg.util.errors import NLGError
+from lora_nlg.util.jsonl import read_jsonl, write_jsonl
 from testpaths import MIRROR
+
 DATA = MIRROR / "data"
 
 
@@ -21,7 +20,7 @@ def records_of(records, context):
 
 
 def test_e2e_lines_are_stripped_then_split_on_double_bar():
-    records, notes = formats.format_e2e(str(DATA / "e2e/train.txt"))
+    records, notes = format_converting.format_e2e(str(DATA / "e2e/train.txt"))
     assert len(records) == 42061 and notes == []
     # raw: "name : The Vaults | ... | near : Café Adriatic||The Vaults pub ... at £ 30 . \n"
     assert records[0] == {
@@ -29,13 +28,13 @@ def test_e2e_lines_are_stripped_then_split_on_double_bar():
                    "| near : Café Adriatic",
         "completion": "The Vaults pub near Café Adriatic has a 5 star rating . Prices start at £ 30 .",
     }
-    test, _ = formats.format_e2e(str(DATA / "e2e/test.txt"))
+    test, _ = format_converting.format_e2e(str(DATA / "e2e/test.txt"))
     assert [r["completion"] for r in records_of(test, "name : Blue Spice | Type : coffee shop | area : city centre")] == [
         "A coffee shop in the city centre area called Blue Spice .", "Blue Spice is a coffee shop in city centre ."]
 
 
 def test_webnlg_keeps_good_lexicalisations_with_category_and_seen_flag():
-    train, notes = formats.format_webnlg(str(DATA / "webnlg_challenge_2017/train.json"))
+    train, notes = format_converting.format_webnlg(str(DATA / "webnlg_challenge_2017/train.json"))
     assert len(train) == 18025
     assert notes == ["77 lexicalisations not marked 'good' skipped, as microsoft/LoRA's converter does; "
                      "entries left without any reference: 5"]
@@ -51,7 +50,7 @@ def test_webnlg_keeps_good_lexicalisations_with_category_and_seen_flag():
         "Alan Shepard has a US nationality and was born in the New Hampshire."]
     assert {(r["category"], r["seen"]) for r in shepard} == {("Astronaut", True)}
 
-    test, _ = formats.format_webnlg(str(DATA / "webnlg_challenge_2017/test.json"))
+    test, _ = format_converting.format_webnlg(str(DATA / "webnlg_challenge_2017/test.json"))
     assert len(test) == 4928
     deer = records_of(test, "Aaron_Deer : genre : Psychedelia | Aaron_Deer : instrument : Guitar")  # entry 1280
     assert [(r["completion"], r["category"], r["seen"]) for r in deer] == [
@@ -61,7 +60,7 @@ def test_webnlg_keeps_good_lexicalisations_with_category_and_seen_flag():
 
 
 def test_dart_lower_cases_predicates_and_keeps_every_annotation():
-    test, notes = formats.format_dart(str(DATA / "dart/dart-v1.1.1-full-test.json"))
+    test, notes = format_converting.format_dart(str(DATA / "dart/dart-v1.1.1-full-test.json"))
     assert len(test) == 12552
     assert test[0] == {
         "context": "Hawaii Five-O : notes : Episode: The Flight of the Jewels | [TABLECONTEXT] : [title] : Jeff Daniels "
@@ -72,7 +71,7 @@ def test_dart_lower_cases_predicates_and_keeps_every_annotation():
                                "clock_rate_(hz) : 8000")
     assert [r["completion"] for r in channel] == ["reserved (previously G721) has 1 channel and 8000 Hz clock rate", ""]
     assert notes == ["1 empty reference text(s) kept, as microsoft/LoRA's converter does"]
-    dev, _ = formats.format_dart(str(DATA / "dart/dart-v1.1.1-full-dev.json"))
+    dev, _ = format_converting.format_dart(str(DATA / "dart/dart-v1.1.1-full-dev.json"))
     assert dev[0] == {"context": "Mars Hill College : joined : 1973 | Mars Hill College : location : Mars Hill, North Carolina",
                       "completion": "A school from Mars Hill, North Carolina, joined in 1973."}
 
@@ -95,7 +94,7 @@ def test_bad_e2e_lines(tmp_path, content, problem):
     path = tmp_path / "train.txt"
     path.write_text(content, encoding="utf-8")
     with pytest.raises(NLGError, match=f"^{path}: {problem}"):
-        formats.format_e2e(str(path))
+        format_converting.format_e2e(str(path))
 
 
 def webnlg_file(tmp_path, entry):
@@ -118,11 +117,11 @@ GOOD_ENTRY = {"category": "Food", "modifiedtripleset": [{"subject": "a", "proper
 def test_bad_webnlg_entries(tmp_path, change, problem):
     path = webnlg_file(tmp_path, {**GOOD_ENTRY, **change})
     with pytest.raises(NLGError, match=f"^{path}: {problem}"):
-        formats.format_webnlg(str(path))
+        format_converting.format_webnlg(str(path))
 
 
 def test_good_synthetic_webnlg_entry(tmp_path):
-    records, notes = formats.format_webnlg(str(webnlg_file(tmp_path, GOOD_ENTRY)))
+    records, notes = format_converting.format_webnlg(str(webnlg_file(tmp_path, GOOD_ENTRY)))
     assert records == [{"context": "a : p : b", "completion": "A p b.", "category": "Food", "seen": True}]
 
 
@@ -137,7 +136,7 @@ def test_bad_dart_files(tmp_path, content, problem):
     path = tmp_path / "dart.json"
     path.write_text(content, encoding="utf-8")
     with pytest.raises(NLGError, match=f"^{path}: {problem}"):
-        formats.format_dart(str(path))
+        format_converting.format_dart(str(path))
 
 
 @pytest.mark.parametrize("content, problem", [
@@ -150,15 +149,15 @@ def test_bad_formatted_files(tmp_path, content, problem):
     path = tmp_path / "train_formatted.jsonl"
     path.write_text(content, encoding="utf-8")
     with pytest.raises(NLGError, match=f"^{path}: {problem}"):
-        formats.read_formatted(str(path))
+        format_converting.read_formatted(str(path))
 
 
 def test_triple_contexts_are_checked(tmp_path):
     path = tmp_path / "pool.jsonl"
     write_jsonl(path, [{"context": "a : p : b", "completion": "x"}, {"context": "a p b", "completion": "y"}])
-    records, _ = formats.read_formatted(str(path))
+    records, _ = format_converting.read_formatted(str(path))
     with pytest.raises(NLGError, match=f"^{path}: line 2: context is not"):
-        formats.check_triple_contexts(records, str(path))
+        format_converting.check_triple_contexts(records, str(path))
 
 
 def test_jsonl_round_trip_is_ascii_json_dumps(tmp_path):

@@ -10,11 +10,11 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from lora_nlg import sampling, sources
-from lora_nlg.errors import NLGError
-from lora_nlg.formats import format_dart, format_e2e, format_webnlg
-from lora_nlg.jsonl import read_jsonl
-from lora_nlg.tokenizer import GPT2Tokenizer
+from lora_nlg.data import fetch, sampling
+from lora_nlg.data.format_converting import format_dart, format_e2e, format_webnlg
+from lora_nlg.data.tokenizer import GPT2Tokenizer
+from lora_nlg.util.errors import NLGError
+from lora_nlg.util.jsonl import read_jsonl
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 # data/prepare.py is a script, not a package module: load it from its path
@@ -23,6 +23,7 @@ prepare = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(prepare)
 
 from testpaths import MIRROR
+
 SPLITS = ("train", "valid", "test")
 STRATUM = {"e2e": sampling.e2e_stratum, "webnlg": sampling.webnlg_stratum}
 
@@ -189,18 +190,18 @@ def test_bad_source_is_a_one_line_error_and_exit_2(tmp_path, change, problem):
 
 def test_dart_source_without_train_or_pool_is_an_error(tmp_path):
     with pytest.raises(NLGError, match="dart-v1.1.1-full-train.json: missing .and no DART training pool"):
-        sources.fetch_splits("dart", str(tmp_path), str(tmp_path / "cache"))
+        fetch.fetch_splits("dart", str(tmp_path), str(tmp_path / "cache"))
 
 
 def test_download_is_cached_verified_and_fails_in_one_line_offline(tmp_path):
     original = MIRROR / "data/e2e/valid.txt"
-    good = sources.RawFile("data/e2e/valid.txt", original.as_uri(), None, sources.RAW_SPLITS["e2e"]["valid"].sha256)
-    fetched = sources.download(good, str(tmp_path))
+    good = fetch.RawFile("data/e2e/valid.txt", original.as_uri(), None, fetch.RAW_SPLITS["e2e"]["valid"].sha256)
+    fetched = fetch.download(good, str(tmp_path))
     assert fetched.verified and pathlib.Path(fetched.local).read_bytes() == original.read_bytes()
     wrong = good._replace(path="data/e2e/other.txt", url_sha256="0" * 64)
     with pytest.raises(NLGError, match="other.txt: sha256 .* does not match the recorded 0000"):
-        sources.download(wrong, str(tmp_path))
+        fetch.download(wrong, str(tmp_path))
     offline = good._replace(path="data/e2e/gone.txt", url=(tmp_path / "nowhere.txt").as_uri())
     with pytest.raises(NLGError, match="nowhere.txt: download failed .*; offline\\? use --source DIR"):
-        sources.download(offline, str(tmp_path))
+        fetch.download(offline, str(tmp_path))
     assert not (tmp_path / "data/e2e/gone.txt").exists()

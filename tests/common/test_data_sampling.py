@@ -5,7 +5,7 @@ from collections import Counter
 
 import pytest
 
-from lora_nlg import sampling
+from lora_nlg.data import sampling
 
 
 def synthetic(n_inputs_by_stratum, refs=3):
@@ -45,7 +45,7 @@ def test_one_stratum_draw_does_not_depend_on_the_others():
 
 
 def test_stable_seed_is_the_same_in_another_process():
-    code = "from lora_nlg.sampling import stable_seed; print(stable_seed(110, 'e2e/train', 'pub'))"
+    code = "from lora_nlg.data.sampling import stable_seed; print(stable_seed(110, 'e2e/train', 'pub'))"
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert other.strip() == str(sampling.stable_seed(110, "e2e/train", "pub"))
     assert sampling.stable_seed(110, "e2e/train", "pub") != sampling.stable_seed(110, "e2e/train", "bar")

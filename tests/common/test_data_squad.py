@@ -10,12 +10,10 @@ import sys
 
 import pytest
 
-from lora_nlg import formats, sampling, squad_truncation
-from lora_nlg.encoding import encode_records
-from lora_nlg.errors import NLGError
-from lora_nlg.jsonl import read_jsonl
-from lora_nlg.tokenizer import GPT2Tokenizer
-
+from lora_nlg.data import format_converting, sampling, squad_truncation
+from lora_nlg.data.tokenizer import GPT2Tokenizer, encode_records
+from lora_nlg.util.errors import NLGError
+from lora_nlg.util.jsonl import read_jsonl
 from testpaths import MIRROR
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -54,14 +52,14 @@ ARTICLES = [
 
 
 def test_squad_prompt_strips_paragraph_and_question_and_joins_with_single_spaces():
-    assert formats.squad_prompt(" The Nile\nflows. ", "  Which way? ") == \
+    assert format_converting.squad_prompt(" The Nile\nflows. ", "  Which way? ") == \
         "Context: The Nile\nflows. Question: Which way? Answer:"
-    record = {"context": formats.squad_prompt(" a  b ", " q? "), "question": " q? "}
-    assert formats.squad_paragraph(record) == "a  b"
+    record = {"context": format_converting.squad_prompt(" a  b ", " q? "), "question": " q? "}
+    assert format_converting.squad_paragraph(record) == "a  b"
 
 
 def test_one_record_per_question_in_file_order_with_every_gold_answer(tmp_path):
-    records, notes = formats.format_squad(squad_file(tmp_path, ARTICLES))
+    records, notes = format_converting.format_squad(squad_file(tmp_path, ARTICLES))
     assert records[0] == {
         "context": "Context: The Nile flows north.\nIt is long. Question: Which way does the Nile flow? Answer:",
         "completion": "north", "id": "q1", "question": " Which way does the Nile flow? ", "title": "Rivers",
@@ -74,7 +72,7 @@ def test_one_record_per_question_in_file_order_with_every_gold_answer(tmp_path):
 
 
 def test_official_dev_file_first_question():
-    records, notes = formats.format_squad(str(SQUAD / "dev-v1.1.json"))
+    records, notes = format_converting.format_squad(str(SQUAD / "dev-v1.1.json"))
     assert len(records) == 10570 and notes == []
     # dev-v1.1.json, article 1 (Super_Bowl_50), paragraph 1, question 1: three identical gold answers
     assert records[0]["context"].startswith("Context: Super Bowl 50 was an American football game to determine")
@@ -87,11 +85,11 @@ def test_official_dev_file_first_question():
 def test_an_answer_start_that_misses_its_text_is_counted_in_a_note(tmp_path):
     article = {"title": "T", "paragraphs": [
         {"context": "red green red", "qas": [qa("q", "Q?", (1, "red"), (4, "green"))]}]}
-    records, notes = formats.format_squad(squad_file(tmp_path, [article]))
+    records, notes = format_converting.format_squad(squad_file(tmp_path, [article]))
     assert notes == ["1 gold answer(s) whose answer_start does not point at their text; "
                      "located by the first occurrence of the text where truncation needs them"]
-    assert formats.answer_span("red green red", records[0]["answers"][0]) == (0, 3, False)
-    assert formats.answer_span("red green red", records[0]["answers"][1]) == (4, 9, True)
+    assert format_converting.answer_span("red green red", records[0]["answers"][0]) == (0, 3, False)
+    assert format_converting.answer_span("red green red", records[0]["answers"][1]) == (4, 9, True)
 
 
 def q4(articles):
@@ -120,7 +118,7 @@ def broken(change):
 def test_bad_squad_files_name_the_file_and_the_question(tmp_path, articles, problem):
     path = squad_file(tmp_path, articles)
     with pytest.raises(NLGError, match=f"^{path}: {problem}"):
-        formats.format_squad(path)
+        format_converting.format_squad(path)
 
 
 @pytest.mark.parametrize("content, problem", [
@@ -132,7 +130,7 @@ def test_bad_squad_json(tmp_path, content, problem):
     path = tmp_path / "dev-v1.1.json"
     path.write_text(content, encoding="utf-8")
     with pytest.raises(NLGError, match=f"^{path}: {problem}"):
-        formats.format_squad(str(path))
+        format_converting.format_squad(str(path))
 
 
 # --- truncation -------------------------------------------------------------------------------------------------
@@ -144,17 +142,17 @@ def long_record(folder, answer_word, other_answer_words=()):
     """The record of a question on a 120-word paragraph whose answers are the given words."""
     paragraph = " ".join(WORDS)
     answers = [(paragraph.index(f" w{i}x ") + 1, f"w{i}x") for i in (answer_word, *other_answer_words)]
-    return formats.format_squad(squad_file(folder, [{"title": "T", "paragraphs": [
+    return format_converting.format_squad(squad_file(folder, [{"title": "T", "paragraphs": [
         {"context": paragraph, "qas": [qa("long", "Which word?", *answers)]}]}]))[0][0]
 
 
 def ids_of(tokenizer, record, paragraph):
-    return tokenizer.encode(formats.squad_prompt(paragraph, record["question"])) + [50256]
+    return tokenizer.encode(format_converting.squad_prompt(paragraph, record["question"])) + [50256]
 
 
 def oracle_around_answer(tokenizer, record, budget):
     """One word at a time: drop from the side with more words left (the end on a tie) until it fits."""
-    words = formats.squad_paragraph(record).split(" ")
+    words = format_converting.squad_paragraph(record).split(" ")
     at = words.index(record["completion"])
     before, after = words[:at], words[at + 1:]
     while len(ids_of(tokenizer, record, " ".join(before + [record["completion"]] + after))) > budget:
@@ -163,7 +161,7 @@ def oracle_around_answer(tokenizer, record, budget):
 
 
 def oracle_beginning(tokenizer, record, budget):
-    words = formats.squad_paragraph(record).split(" ")
+    words = format_converting.squad_paragraph(record).split(" ")
     while len(ids_of(tokenizer, record, " ".join(words))) > budget:
         words = words[:-1]
     return " ".join(words)
@@ -176,7 +174,7 @@ def test_training_window_keeps_the_answer_and_cuts_the_far_end_first(tokenizer, 
     (row,), (out,) = rows, fitted
     assert out["truncated"] is True and counts == {"truncated": 1, "answer_start_mismatches": 0}
     assert len(row["context"]) <= 128 - 16 and len(row["context"]) + len(row["completion"]) <= 128
-    assert formats.squad_paragraph(out) == oracle_around_answer(tokenizer, record, 128 - 16)
+    assert format_converting.squad_paragraph(out) == oracle_around_answer(tokenizer, record, 128 - 16)
     assert row == {"context": tokenizer.encode(out["context"]) + [50256],
                    "completion": tokenizer.encode(" " + record["completion"]) + [50256]}
     assert {k: v for k, v in out.items() if k not in ("context", "truncated")} == \
@@ -194,14 +192,14 @@ def test_test_window_keeps_the_beginning_and_counts_questions_that_lost_every_an
     records = [long_record(tmp_path, 110), long_record(tmp_path, 110, (2,)), long_record(tmp_path, 1)]
     fitted, rows, counts = squad_truncation.fit_records(records, tokenizer, 96, 32, keep_answer=False, source="f")
     expected = oracle_beginning(tokenizer, records[0], 96 - 32)
-    assert [formats.squad_paragraph(out) for out in fitted] == [expected] * 3
+    assert [format_converting.squad_paragraph(out) for out in fitted] == [expected] * 3
     assert "w110x" not in expected and "w2x" in expected
     assert counts == {"truncated": 3, "answer_start_mismatches": 0, "answers_cut_off": 1}
     assert all(len(row["context"]) <= 64 for row in rows)
 
 
 def test_rows_that_fit_are_left_alone(tokenizer, tmp_path):
-    records = formats.format_squad(squad_file(tmp_path, ARTICLES))[0]
+    records = format_converting.format_squad(squad_file(tmp_path, ARTICLES))[0]
     fitted, rows, counts = squad_truncation.fit_records(records, tokenizer, 512, 32, keep_answer=True, source="f")
     assert fitted == [{**record, "truncated": False} for record in records]
     assert rows == encode_records(tokenizer, records) and counts["truncated"] == 0
@@ -211,13 +209,13 @@ def test_a_missed_answer_start_is_located_by_text_and_counted(tokenizer, tmp_pat
     record = long_record(tmp_path, 70)
     record["answers"][0]["answer_start"] = 0
     fitted, _, counts = squad_truncation.fit_records([record], tokenizer, 128, 16, keep_answer=True, source="f")
-    assert counts["answer_start_mismatches"] == 1 and "w70x" in formats.squad_paragraph(fitted[0])
+    assert counts["answer_start_mismatches"] == 1 and "w70x" in format_converting.squad_paragraph(fitted[0])
 
 
 def test_a_question_too_long_for_any_window_is_an_error(tokenizer, tmp_path):
     record = long_record(tmp_path, 60)
     record["question"] = " ".join(WORDS[:60])
-    record["context"] = formats.squad_prompt(" ".join(WORDS), record["question"])
+    record["context"] = format_converting.squad_prompt(" ".join(WORDS), record["question"])
     with pytest.raises(NLGError, match="^train.json: question long: its prompt needs .* over the budget of 112; raise"):
         squad_truncation.fit_records([record], tokenizer, 128, 16, keep_answer=True, source="train.json")
 
@@ -265,8 +263,8 @@ def prepared(tmp_path_factory):
     first, second = tmp_path_factory.mktemp("squad_1"), tmp_path_factory.mktemp("squad_2")
     manifest = run_prepare(first)
     run_prepare(second)
-    full = {"train": formats.format_squad(str(SQUAD / "train-v1.1.reconstructed.json"))[0],
-            "test": formats.format_squad(str(SQUAD / "dev-v1.1.json"))[0]}
+    full = {"train": format_converting.format_squad(str(SQUAD / "train-v1.1.reconstructed.json"))[0],
+            "test": format_converting.format_squad(str(SQUAD / "dev-v1.1.json"))[0]}
     return first, second, manifest, full
 
 
@@ -339,15 +337,15 @@ def test_short_seq_len_cuts_real_paragraphs_and_keeps_training_answers(tmp_path,
         assert all(len(ids["context"]) <= 136 for ids in encoded)
         if split != "test":
             assert all(len(ids["context"]) + len(ids["completion"]) <= 160 for ids in encoded)
-            assert all(row["completion"] in formats.squad_paragraph(row) for row in cut)
+            assert all(row["completion"] in format_converting.squad_paragraph(row) for row in cut)
     # a test paragraph keeps its beginning; a question lost its answers if they all end beyond the cut
-    dev = {record["id"]: formats.squad_paragraph(record)
-           for record in formats.format_squad(str(SQUAD / "dev-v1.1.json"))[0]}
+    dev = {record["id"]: format_converting.squad_paragraph(record)
+           for record in format_converting.format_squad(str(SQUAD / "dev-v1.1.json"))[0]}
     lost = 0
     for row in read_records(tmp_path / "test_formatted.jsonl"):
-        kept = formats.squad_paragraph(row)
+        kept = format_converting.squad_paragraph(row)
         assert dev[row["id"]].startswith(kept) and row["truncated"] == (kept != dev[row["id"]])
-        lost += all(formats.answer_span(dev[row["id"]], answer)[1] > len(kept) for answer in row["answers"])
+        lost += all(format_converting.answer_span(dev[row["id"]], answer)[1] > len(kept) for answer in row["answers"])
     assert manifest["splits"]["test"]["truncation"]["answers_cut_off"] == lost > 0
 
 

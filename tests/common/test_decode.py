@@ -6,10 +6,10 @@ import sys
 
 import pytest
 
-from lora_nlg import decode
-from lora_nlg.errors import NLGError
+from lora_nlg.data.tokenizer import EOS_ID, GPT2Tokenizer
+from lora_nlg.decode import to_text
 from lora_nlg.metrics import e2e, generation
-from lora_nlg.tokenizer import EOS_ID, GPT2Tokenizer
+from lora_nlg.util.errors import NLGError
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 VOCAB = ROOT.parent / "shared" / "nlg_data" / "vocab"
@@ -41,20 +41,20 @@ def predictions(tokenizer, texts, ids=None):
 def run_decode(tmp_path, tokenizer, texts, *extra, ids=None, rows=ROWS):
     write_jsonl(tmp_path / "test.jsonl", rows)
     write_jsonl(tmp_path / "pred.jsonl", predictions(tokenizer, texts, ids))
-    decode.main(["--vocab", str(VOCAB), "--sample_file", str(tmp_path / "pred.jsonl"),
+    to_text.main(["--vocab", str(VOCAB), "--sample_file", str(tmp_path / "pred.jsonl"),
                  "--input_file", str(tmp_path / "test.jsonl"), "--output_ref_file", str(tmp_path / "ref"),
                  "--output_pred_file", str(tmp_path / "hyp.txt"), *extra])
 
 
 def test_clean_text_cuts_at_end_of_text_and_blank_line_and_keeps_one_line():
-    assert decode.clean_text(" Done.<|endoftext|>more") == "Done."
-    assert decode.clean_text("first\n\nsecond") == "first"
-    assert decode.clean_text(" a\nb\u2028c ") == "a b c"
+    assert to_text.clean_text(" Done.<|endoftext|>more") == "Done."
+    assert to_text.clean_text("first\n\nsecond") == "first"
+    assert to_text.clean_text(" a\nb\u2028c ") == "a b c"
 
 
 def test_post_process_lower_and_tokenize_as_the_reference():
-    assert decode.post_process("Hello, World's café-bar", tokenize=True, lower=True) == "hello , world ' s café - bar"
-    assert decode.post_process("Hello,  World", tokenize=False, lower=False) == "Hello,  World"
+    assert to_text.post_process("Hello, World's café-bar", tokenize=True, lower=True) == "hello , world ' s café - bar"
+    assert to_text.post_process("Hello,  World", tokenize=False, lower=False) == "Hello,  World"
 
 
 def test_e2e_layout_with_one_prediction_per_unique_input(tmp_path, tokenizer):
@@ -142,9 +142,9 @@ SQUAD_ROWS = [  # four unique prompts: q3 and q4 share one; q5 is in the first a
 
 
 def test_squad_answer_cuts_at_the_first_line_break_and_end_of_text():
-    assert decode.squad_answer(" Denver Broncos\nThey won\n\nmore") == "Denver Broncos"
-    assert decode.squad_answer(" Denver<|endoftext|>x\ny") == "Denver"
-    assert decode.squad_answer("\nDenver") == ""
+    assert to_text.squad_answer(" Denver Broncos\nThey won\n\nmore") == "Denver Broncos"
+    assert to_text.squad_answer(" Denver<|endoftext|>x\ny") == "Denver"
+    assert to_text.squad_answer("\nDenver") == ""
 
 
 def test_squad_writes_a_v1_1_dataset_and_predictions_that_squad_eval_scores(tmp_path, tokenizer):

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from lora_nlg import logs
-from lora_nlg.errors import NLGError
+from lora_nlg.train import logs
+from lora_nlg.util.errors import NLGError
 
 # lines of the training log printed by microsoft/LoRA's gpt2_ft.py, as quoted in the seed README
 SEED_LOG = """\

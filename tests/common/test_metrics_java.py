@@ -5,9 +5,9 @@ import sys
 
 import pytest
 
-from lora_nlg.errors import NLGError
 from lora_nlg.metrics import java
 from lora_nlg.metrics.meteor import meteor_score
+from lora_nlg.util.errors import NLGError
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 

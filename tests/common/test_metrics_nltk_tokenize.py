@@ -2,8 +2,8 @@
 import nltk
 import pytest
 
-from lora_nlg.errors import NLGError
 from lora_nlg.metrics.nltk_tokenize import _tokenizers, tokenized_line, word_tokenize
+from lora_nlg.util.errors import NLGError
 
 
 def test_sentence_split_separates_periods_that_end_sentences():

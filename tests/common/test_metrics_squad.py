@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from lora_nlg.errors import NLGError
 from lora_nlg.metrics import squad
+from lora_nlg.util.errors import NLGError
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DEV = ROOT.parent / "shared" / "nlg_data" / "data" / "squad" / "dev-v1.1.json"

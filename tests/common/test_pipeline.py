@@ -1,4 +1,4 @@
-"""scripts/pipeline.py and lora_nlg/presets.py: which stages and flags each dataset and preset gets, and its errors.
+"""scripts/pipeline.py and lora_nlg/pipeline/presets.py: which stages and flags each dataset and preset gets, and its errors.
 
 Nothing here runs a stage: plans are built and their commands read (the smoke test runs one)."""
 import importlib.util
@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from lora_nlg import presets
-from lora_nlg.errors import NLGError
-from lora_nlg.stages import Command
+from lora_nlg.pipeline import presets
+from lora_nlg.pipeline.stages import Command
+from lora_nlg.util.errors import NLGError
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("pipeline", ROOT / "scripts" / "pipeline.py")

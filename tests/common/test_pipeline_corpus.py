@@ -7,14 +7,16 @@ import sys
 import numpy as np
 import pytest
 
-from lora_nlg import pretrain_corpus as corpus
-from lora_nlg.batching import make_example
-from lora_nlg.cards import GPT2Config
-from lora_nlg.checkpoints import load_gpt2_weights, read_tensors
-from lora_nlg.errors import NLGError
-from lora_nlg.hf_checkpoint import write_hf_gpt2
-from lora_nlg.init_weights import init_gpt2_weights
-from lora_nlg.tokenizer import EOS_ID, GPT2Tokenizer
+from lora_nlg.checkpoints.gpt2_weights import load_gpt2_weights
+from lora_nlg.checkpoints.hf_export import write_hf_gpt2
+from lora_nlg.checkpoints.tensor_files import read_tensors
+from lora_nlg.data import pretrain_corpus as corpus
+from lora_nlg.data import sampling
+from lora_nlg.data.batching import make_example
+from lora_nlg.data.tokenizer import EOS_ID, GPT2Tokenizer
+from lora_nlg.model.config import GPT2Config
+from lora_nlg.model.init_weights import init_gpt2_weights
+from lora_nlg.util.errors import NLGError
 from testpaths import MIRROR
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -76,14 +78,14 @@ def test_squad_paragraphs_are_read_once_each_and_bad_files_named(tmp_path):
 
 
 def test_evenly_spaced_is_stable_and_spread():
-    assert corpus.evenly_spaced(list(range(10)), 3) == [0, 3, 6]
-    assert corpus.evenly_spaced([1, 2], 5) == [1, 2]
+    assert sampling.evenly_spaced(list(range(10)), 3) == [0, 3, 6]
+    assert sampling.evenly_spaced([1, 2], 5) == [1, 2]
 
 
 def test_corpus_cli_writes_e2e_free_lm_examples_from_the_mirror(tmp_path):
     """The real sources, 400 records of each: the DART part loses its E2E records (about half of it)."""
     out = tmp_path / "corpus"
-    result = subprocess.run([sys.executable, str(ROOT / "data" / "pretrain_corpus.py"), "--source", str(MIRROR),
+    result = subprocess.run([sys.executable, str(ROOT / "data" / "prepare_corpus.py"), "--source", str(MIRROR),
                              "--out", str(out), "--vocab-dir", str(tmp_path / "vocab"), "--limit", "400",
                              "--valid_examples", "16"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -8,10 +8,10 @@ import pathlib
 import subprocess
 import sys
 
-from lora_nlg.cards import get_card
-from lora_nlg.hf_checkpoint import write_hf_gpt2
-from lora_nlg.init_weights import init_gpt2_weights
-from lora_nlg.tokenizer import EOS_ID
+from lora_nlg.checkpoints.hf_export import write_hf_gpt2
+from lora_nlg.data.tokenizer import EOS_ID
+from lora_nlg.model.config import get_card
+from lora_nlg.model.init_weights import init_gpt2_weights
 from testpaths import MIRROR
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

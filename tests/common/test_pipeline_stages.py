@@ -1,11 +1,11 @@
-"""lora_nlg.stages: a finished stage is skipped, a changed or broken one re-runs, a failure names its log."""
+"""lora_nlg.pipeline.stages: a finished stage is skipped, a changed or broken one re-runs, a failure names its log."""
 import os
 import sys
 
 import pytest
 
-from lora_nlg.errors import NLGError
-from lora_nlg.stages import Call, Command, Ref, Stage, StageFailed, run_stages
+from lora_nlg.pipeline.stages import Call, Command, Ref, Stage, StageFailed, run_stages
+from lora_nlg.util.errors import NLGError
 
 # appends one "x" to argv[1] per run, so a file's length counts the runs; writes argv[2] (if given) too
 APPEND = "import sys; open(sys.argv[1], 'a').write('x'); len(sys.argv) > 2 and open(sys.argv[2], 'w').write('out')"

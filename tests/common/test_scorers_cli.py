@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from lora_nlg.errors import NLGError
 from lora_nlg.metrics import e2e, generation
+from lora_nlg.util.errors import NLGError
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 

@@ -8,11 +8,11 @@ from functools import lru_cache
 import pytest
 import regex
 
-from lora_nlg.errors import NLGError
-from lora_nlg.formats import format_e2e, format_webnlg
-from lora_nlg.tokenizer import EOS_ID, GPT2Tokenizer
-
+from lora_nlg.data.format_converting import format_e2e, format_webnlg
+from lora_nlg.data.tokenizer import EOS_ID, GPT2Tokenizer
+from lora_nlg.util.errors import NLGError
 from testpaths import MIRROR
+
 VOCAB = MIRROR / "vocab"
 TRICKY = ["Hello world", " Hello  world\n\n", "Café Adriatic costs £ 20–25 .", "it's, they'll, I'M", "\n\n",
           "<|endoftext|>", "ÆØÅ 東京 🙂", "a   b\t\tc  ", "1990s, 3.14 and 42,000", "don't  'quote'"]

@@ -1,0 +1,1 @@
+"""Decoding without a framework: beam-search rules and bookkeeping, gpt2_beam.py's flags, weights and loop, gpt2_decode.py."""

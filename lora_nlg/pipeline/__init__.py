@@ -1,0 +1,1 @@
+"""The per-dataset pipelines (scripts/run_*.sh): presets, resumable stages, each tree's venv, log comparison and plots."""

@@ -1,0 +1,1 @@
+"""Training without a framework: flags, the loop, exact resume, LR schedules and logs; each tree supplies a TrainEngine."""

@@ -1,0 +1,114 @@
+"""Milliseconds per LoRA training step (forward, backward, clip, AdamW), the same step in either framework.
+
+    .venv-torch/bin/python  scripts/step_timing.py torch  --card gpt2.tiny
+    .venv-jittor/bin/python scripts/step_timing.py jittor --card gpt2.tiny
+
+Batch: 8 synthetic rows of 64 tokens (contexts of 40, completions of 24: loss on ~190 positions; --context,
+--completion), LoRA r=4 on q,v (or --lora attn_mlp: the SQuAD seed's r=8 on attention + MLP) with dropout 0.1,
+label smoothing 0.1, clip 1.0; weights from the shared numpy init.
+Warm-up steps (Jittor compiles its kernels there) are not timed; Jittor is synchronised every step.
+"""
+import argparse
+import pathlib
+import statistics
+import sys
+import time
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+from lora_nlg.data.batching import collate  # noqa: E402
+from lora_nlg.model.config import LoRAConfig, get_card  # noqa: E402
+from lora_nlg.model.init_weights import init_gpt2_weights, init_lora_weights  # noqa: E402
+
+LORAS = {"qv": LoRAConfig(r=4, alpha=32, dropout=0.1, targets="q,v"),  # the paper's
+         "attn_mlp": LoRAConfig(r=8, alpha=16, dropout=0.1, targets="attn,mlp")}  # the SQuAD seed's
+
+
+def timing_batch(config, rows=8, context=40, completion=24, seed=0):
+    rng = np.random.default_rng(seed)
+    examples = [(rng.integers(0, config.vocab_size, context).tolist(),
+                 rng.integers(0, config.vocab_size, completion).tolist()) for _ in range(rows)]
+    return collate(examples, list(range(rows)), seq_len=context + completion)
+
+
+def torch_step(config, batch, lora):
+    """A closure running one training step in PyTorch."""
+    sys.path.insert(0, str(ROOT / "NLG_pytorch" / "src"))
+    import torch
+
+    from lora import set_trainable
+    from model import GPT2LMModel
+    from optim import AdamW, clip_grad_norm
+    model = GPT2LMModel(config, lora)
+    model.load_weights({**init_gpt2_weights(config, 0), **init_lora_weights(config, lora, 0)})
+    set_trainable(model, lora)
+    model.train()
+    optimizer = AdamW([(n, p) for n, p in model.named_parameters() if p.requires_grad])
+    inputs, target, mask = (torch.from_numpy(a) for a in (batch.input, batch.target, batch.mask))
+
+    def step():
+        loss, _ = model.loss(model(inputs)[0], target, mask, 0.1)
+        loss.backward()
+        clip_grad_norm(optimizer.params.values(), 1.0)
+        optimizer.step(2e-4)
+        optimizer.zero_grad()
+        return loss.item()
+    return step
+
+
+def jittor_step(config, batch, lora):
+    """A closure running one training step in Jittor."""
+    sys.path.insert(0, str(ROOT / "NLG_jittor" / "src"))
+    from jittor_env import jt
+    from lora import set_trainable
+    from model import GPT2LMModel
+    from optim import AdamW, clip_grad_norm
+    model = GPT2LMModel(config, lora)
+    model.load_weights({**init_gpt2_weights(config, 0), **init_lora_weights(config, lora, 0)})
+    set_trainable(model, lora)
+    model.train()
+    optimizer = AdamW([(n, p) for n, p in model.named_parameters() if p.requires_grad])
+    inputs, target, mask = (jt.array(a) for a in (batch.input, batch.target, batch.mask))
+
+    def step():
+        loss, _ = model.loss(model(inputs)[0], target, mask, 0.1)
+        optimizer.backward(loss)
+        clip_grad_norm(optimizer.grads.values(), 1.0)
+        optimizer.step(2e-4)
+        optimizer.zero_grad()
+        jt.sync_all(True)
+        return loss.item()
+    return step
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("framework", choices=("torch", "jittor"))
+    parser.add_argument("--card", default="gpt2.tiny")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--lora", default="qv", choices=list(LORAS))
+    parser.add_argument("--context", type=int, default=40, help="context tokens per row")
+    parser.add_argument("--completion", type=int, default=24, help="completion tokens per row (with a loss)")
+    args = parser.parse_args()
+    config = get_card(args.card)
+    batch = timing_batch(config, context=args.context, completion=args.completion)
+    step = (torch_step if args.framework == "torch" else jittor_step)(config, batch, LORAS[args.lora])
+    start = time.perf_counter()
+    for _ in range(args.warmup):
+        step()
+    warmup_s = time.perf_counter() - start
+    times = []
+    for _ in range(args.steps):
+        start = time.perf_counter()
+        step()
+        times.append(1000.0 * (time.perf_counter() - start))
+    print(f"{args.framework} {args.card} LoRA {args.lora} batch {batch.input.shape[0]}x{batch.input.shape[1]} "
+          f"({int(batch.mask.sum())} loss positions): median {statistics.median(times):.1f} ms/step, "
+          f"min {min(times):.1f}, max {max(times):.1f} over {args.steps} steps (warm-up {warmup_s:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()
