@@ -17,14 +17,17 @@ Writes <split>_formatted.jsonl (texts + metadata), <split>.jsonl (ids) and manif
 data/<dataset>/full or data/<dataset>/sampled_<pct>pct (--out). Same inputs -> same bytes.
 """
 import argparse
+import glob
 import json
 import os
+import shutil
+import tempfile
 import time
 
 from lora_nlg.data import fetch, sampling, squad_truncation
 from lora_nlg.data.records import FORMATTERS, load_records
 from lora_nlg.data.tokenizer import GPT2Tokenizer, encode_records
-from lora_nlg.util.errors import run_cli
+from lora_nlg.util.errors import NLGError, run_cli
 from lora_nlg.util.files import atomic_open, sha256_file
 from lora_nlg.util.jsonl import write_jsonl
 
@@ -135,7 +138,7 @@ def sampling_rule(dataset):
 
 
 def stratum_table(dataset, fraction, seed, counts):
-    """Per stratum and split: inputs kept/all (references kept), like the seed README's table; SQuAD's
+    """Per stratum and split: inputs kept/all (references kept), like the prior reproduction's README table; SQuAD's
     inputs are articles and its references questions."""
     splits = list(counts)
     totals = {}
@@ -195,6 +198,27 @@ def write_split(out, split, records, encoded, files):
     return max(len(item["context"]) + len(item["completion"]) for item in encoded)
 
 
+def staging_dir(out):
+    """A fresh folder beside `out` for this run's files; those of an earlier, killed run are removed first."""
+    parent, name = os.path.split(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    for leftover in glob.glob(os.path.join(parent, f".{glob.escape(name)}.partial-*")):
+        shutil.rmtree(leftover, ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f".{name}.partial-", dir=parent)
+
+
+def publish(staging, out, names):
+    """Move a finished run's files into `out`. The old manifest goes first and the new one last, so a
+    folder with a manifest always holds one run's complete output (a killed move leaves no manifest)."""
+    os.makedirs(out, exist_ok=True)
+    manifest = os.path.join(out, "manifest.json")
+    if os.path.exists(manifest):
+        os.remove(manifest)
+    for name in sorted(names, key=lambda n: n == "manifest.json"):
+        os.replace(os.path.join(staging, name), os.path.join(out, name))
+    shutil.rmtree(staging)
+
+
 def prepare(args):
     started = time.time()
     vocab = fetch.install_vocab(args.vocab_dir, args.source, args.download_dir)
@@ -204,6 +228,11 @@ def prepare(args):
             print(f"note: {item.local}: no sha256 recorded in lora_nlg/data/fetch.py to check it against "
                   f"(its sha256 is {item.sha256}); check the file, then record the sum")
     records, notes = load_records(args.dataset, fetched, (args.valid_fraction, args.seed))
+    for split, rows in records.items():
+        if not rows:
+            raise NLGError(f"{raw_file_of(split, fetched).local}: no {args.dataset} records for the {split} split"
+                           + (" (SQuAD's valid split is held out of the train articles: it needs at least two)"
+                              if args.dataset == "squad" else ""))
     stratum_of = stratum_function(args.dataset, records)
     key_of = sampling.squad_article if args.dataset == "squad" else sampling.context_text
     tokenizer = GPT2Tokenizer(args.vocab_dir)
@@ -216,42 +245,47 @@ def prepare(args):
     if rebuilt_note:
         print(f"NOTE: {rebuilt_note}")
     counts, splits, files, truncation = {}, {}, {}, {}
-    for split, rows in records.items():
-        fraction = pool_share if split == "train" and uses_pool else args.fraction
-        kept, counts[split] = sampling.sample_inputs(rows, stratum_of, fraction, args.seed, f"{args.dataset}/{split}",
-                                                     key_of)
-        kept_rows, encoded, truncation[split] = encode_split(args, split, [rows[i] for i in kept], tokenizer,
-                                                             raw_file_of(split, fetched).local)
-        longest = write_split(args.out, split, kept_rows, encoded, files)
-        splits[split] = {
-            "fraction": fraction,
-            "inputs": sum(c.inputs for c in counts[split].values()),
-            "references": len(kept_rows),
-            "inputs_full": sum(c.inputs_full for c in counts[split].values()),
-            "references_full": len(rows),
-            "longest_example_tokens": longest,
-            "notes": notes[split],
-            "strata": {stratum: counts[split][stratum]._asdict() for stratum in sorted(counts[split])},
+    staging = staging_dir(args.out)
+    try:
+        for split, rows in records.items():
+            fraction = pool_share if split == "train" and uses_pool else args.fraction
+            kept, counts[split] = sampling.sample_inputs(rows, stratum_of, fraction, args.seed,
+                                                         f"{args.dataset}/{split}", key_of)
+            kept_rows, encoded, truncation[split] = encode_split(args, split, [rows[i] for i in kept], tokenizer,
+                                                                 raw_file_of(split, fetched).local)
+            longest = write_split(staging, split, kept_rows, encoded, files)
+            splits[split] = {
+                "fraction": fraction,
+                "inputs": sum(c.inputs for c in counts[split].values()),
+                "references": len(kept_rows),
+                "inputs_full": sum(c.inputs_full for c in counts[split].values()),
+                "references_full": len(rows),
+                "longest_example_tokens": longest,
+                "notes": notes[split],
+                "strata": {stratum: counts[split][stratum]._asdict() for stratum in sorted(counts[split])},
+            }
+            if truncation[split] is not None:
+                truncation[split] = {"questions": len(kept_rows), **truncation[split]}
+                splits[split]["truncation"] = truncation[split]
+        manifest = {
+            "dataset": args.dataset,
+            "fraction": args.fraction,
+            "seed": args.seed,
+            "sampling": sampling_rule(args.dataset),
+            "source": "local mirror" if args.source else "official download",
+            "raw_files": [{"file": item.raw.path, "sha256": item.sha256, "sha256_recorded": item.verified}
+                          for item in [*vocab, *fetched.values()]],
+            "dart_train_pool": {"file": fetch.DART_TRAIN_POOL.path, "fraction_of_pool": pool_share, "note": note}
+            if uses_pool else None,
+            **({"squad": squad_settings(args, rebuilt_note, counts)} if args.dataset == "squad" else {}),
+            "splits": splits,
+            "files": files,
         }
-        if truncation[split] is not None:
-            truncation[split] = {"questions": len(kept_rows), **truncation[split]}
-            splits[split]["truncation"] = truncation[split]
-    manifest = {
-        "dataset": args.dataset,
-        "fraction": args.fraction,
-        "seed": args.seed,
-        "sampling": sampling_rule(args.dataset),
-        "source": "local mirror" if args.source else "official download",
-        "raw_files": [{"file": item.raw.path, "sha256": item.sha256, "sha256_recorded": item.verified}
-                      for item in [*vocab, *fetched.values()]],
-        "dart_train_pool": {"file": fetch.DART_TRAIN_POOL.path, "fraction_of_pool": pool_share, "note": note}
-        if uses_pool else None,
-        **({"squad": squad_settings(args, rebuilt_note, counts)} if args.dataset == "squad" else {}),
-        "splits": splits,
-        "files": files,
-    }
-    with atomic_open(os.path.join(args.out, "manifest.json")) as f:
-        f.write(json.dumps(manifest, indent=2) + "\n")
+        with atomic_open(os.path.join(staging, "manifest.json")) as f:
+            f.write(json.dumps(manifest, indent=2) + "\n")
+        publish(staging, args.out, [*files, "manifest.json"])
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # (gone already when published)
 
     print(stratum_table(args.dataset, args.fraction, args.seed, counts))
     for split in records:

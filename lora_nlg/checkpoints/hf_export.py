@@ -27,7 +27,7 @@ def hf_config(config):
 
 
 def write_hf_gpt2(folder, weights, config):
-    """Canonical GPT-2 weights (lora_nlg.model.config names, every one of them) -> folder/model.safetensors + config.json."""
+    """Canonical GPT-2 weights (every one of them) -> folder/model.safetensors + config.json."""
     check_shapes(param_shapes(config), {name: value.shape for name, value in weights.items()}, folder)
     save_safetensors(os.path.join(folder, "model.safetensors"),
                      {PREFIX + name: value for name, value in weights.items()}, metadata={"format": "pt"})

@@ -6,6 +6,7 @@ storage classes); anything else is refused, so loading a checkpoint cannot run c
 import collections
 import pickle
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -29,8 +30,24 @@ class _StorageType:
         self.dtype = TORCH_STORAGE_DTYPES[name]
 
 
+class _BadTensor(Exception):
+    """A tensor record that does not fit its storage; read_torch_zip names the file."""
+
+
 def _rebuild_tensor(storage, storage_offset, size, stride, *_unused):
-    """numpy version of torch._utils._rebuild_tensor_v2: a strided view of a flat storage, copied."""
+    """numpy version of torch._utils._rebuild_tensor_v2: a strided view of a flat storage, copied.
+
+    The view is checked to lie inside the storage first: as_strided over too little memory reads
+    past the buffer (a segfault, or garbage) instead of failing."""
+    size, stride = tuple(size), tuple(stride)
+    if storage_offset < 0 or any(n < 0 for n in size) or any(step < 0 for step in stride):
+        raise _BadTensor(f"a tensor record has a negative offset, size or stride ({storage_offset}, {size}, {stride})")
+    if 0 in size:
+        return np.zeros(size, dtype=storage.dtype)
+    needed = storage_offset + sum((n - 1) * step for n, step in zip(size, stride)) + 1
+    if needed > storage.size:
+        raise _BadTensor(f"a tensor of shape {list(size)} needs {needed} elements of its storage, which holds "
+                         f"{storage.size} (a truncated or edited file)")
     if len(size) == 0:
         return np.array(storage[storage_offset])
     strides = tuple(step * storage.itemsize for step in stride)
@@ -67,7 +84,12 @@ class _TorchUnpickler(pickle.Unpickler):
     def persistent_load(self, pid):
         _kind, storage_type, key, _location, _numel = pid
         if key not in self.storages:
-            data = np.frombuffer(self.archive.read(f"{self.prefix}data/{key}"), dtype=storage_type.dtype)
+            raw = self.archive.read(f"{self.prefix}data/{key}")
+            itemsize = np.dtype(storage_type.dtype).itemsize
+            if len(raw) % itemsize:
+                raise _BadTensor(f"storage data/{key} has {len(raw)} bytes, not a whole number of "
+                                 f"{storage_type.name} elements (a truncated or edited file)")
+            data = np.frombuffer(raw, dtype=storage_type.dtype)
             if storage_type.name == "BFloat16Storage":
                 data = (data.astype(np.uint32) << 16).view(np.float32)
             self.storages[key] = data
@@ -82,7 +104,18 @@ def read_torch_zip(path):
         if head[:1] == b"\x80":
             raise CheckpointError(path, f"legacy (pre-1.6) torch checkpoint; convert it to safetensors with "
                                         f"`.venv-torch/bin/python {CONVERT_SCRIPT} {path} OUT.safetensors`")
+        if head == b"PK":
+            raise CheckpointError(path, "damaged zip archive (a truncated or edited torch checkpoint?)")
         raise CheckpointError(path, "neither a safetensors nor a torch checkpoint")
+    try:
+        return _read_archive(path)
+    except _BadTensor as error:
+        raise CheckpointError(path, str(error)) from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, KeyError, pickle.UnpicklingError, ValueError) as error:
+        raise CheckpointError(path, f"damaged torch checkpoint ({type(error).__name__}: {error})") from None
+
+
+def _read_archive(path):
     with zipfile.ZipFile(path) as archive:
         pickles = [name for name in archive.namelist() if name.endswith("/data.pkl")]
         if len(pickles) != 1:

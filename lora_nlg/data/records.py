@@ -1,8 +1,11 @@
-"""The raw files of one dataset -> {split: context/completion records}, as data/prepare.py and the corpus builder read them."""
+"""The raw files of one dataset -> {split: context/completion records}.
+
+Shared by data/prepare.py and data/prepare_corpus.py, so both read a dataset the same way.
+"""
 from lora_nlg.data import fetch, format_converting, sampling
 
-FORMATTERS = {"e2e": format_converting.format_e2e, "webnlg": format_converting.format_webnlg, "dart": format_converting.format_dart,
-              "squad": format_converting.format_squad}
+FORMATTERS = {"e2e": format_converting.format_e2e, "webnlg": format_converting.format_webnlg,
+              "dart": format_converting.format_dart, "squad": format_converting.format_squad}
 
 
 def load_records(dataset, fetched, holdout=None):

@@ -96,6 +96,9 @@ def group_inputs(input_file, unique_ids=None):
     """(unique inputs in order of first appearance, the input index of every test row)."""
     inputs, index_of, row_input = [], {}, []
     for number, record in read_jsonl(input_file, required=("context", "completion")):
+        if not (isinstance(record["context"], str) and isinstance(record["completion"], str)):
+            raise NLGError(f"{input_file}: line {number}: 'context' and 'completion' must be text; this looks like the "
+                           f"encoded file (token ids): give the formatted one, e.g. test_formatted.jsonl")
         if unique_ids is not None and number > len(unique_ids):
             raise NLGError(f"{input_file}: more rows than the {len(unique_ids)} ids of the unique-id file")
         key = record["context"] if unique_ids is None else unique_ids[number - 1]

@@ -51,6 +51,8 @@ def read_instances(reference_prefix, hypothesis_path, num_refs):
             raise NLGError(f"{path}: {len(column)} lines but {hypothesis_path} has {len(hypotheses)} (as in "
                            "GenerationEval, a final newline counts as one more, empty line)")
         columns.append(column)
+    if not any(hypotheses) and not any(any(column) for column in columns):
+        raise NLGError(f"{hypothesis_path}: no text to score (it and every reference file are empty)")
     return [list(group) for group in zip(*columns)], hypotheses
 
 

@@ -1,1 +1,2 @@
-"""The per-dataset pipelines (scripts/run_*.sh): presets, resumable stages, each tree's venv, log comparison and plots."""
+"""The per-dataset pipelines (scripts/run_*.sh): presets, resumable stages, each tree's venv,
+log comparison and plots."""

@@ -186,3 +186,11 @@ def test_squad_rows_need_the_question_fields(tmp_path, tokenizer):
     rows = [SQUAD_ROWS[0], dict(SQUAD_ROWS[1], id="q1")]
     with pytest.raises(NLGError, match=r"test.jsonl: line 2: question id q1 appears twice"):
         run_decode(tmp_path, tokenizer, ["a", "b"], "--ref_type", "squad", rows=rows)
+
+
+def test_the_encoded_test_file_instead_of_the_formatted_one_is_named(tmp_path, tokenizer):
+    encoded = [{"context": tokenizer.encode(r["context"]) + [EOS_ID], "completion": tokenizer.encode(r["completion"])}
+               for r in ROWS]
+    with pytest.raises(NLGError, match=r"test.jsonl: line 1: 'context' and 'completion' must be text; this looks "
+                                       r"like the encoded file \(token ids\): give the formatted one"):
+        run_decode(tmp_path, tokenizer, ["pa", "pb", "pc"], "--ref_type", "dart", rows=encoded)

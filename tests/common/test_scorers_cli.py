@@ -107,3 +107,12 @@ def test_generation_eval_without_java_metrics_runs_offline(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == "BLEU       100.00"
     assert "TER        0.000000" in result.stdout
+
+
+@pytest.mark.parametrize("metric", ["bleu", "meteor", "chrf++", "ter"])
+def test_generation_eval_on_empty_files_is_one_line_not_a_division_by_zero(tmp_path, metric):
+    write(tmp_path / "ref0", "")
+    write(tmp_path / "ref1", "")
+    hypothesis = write(tmp_path / "hyp", "")
+    result = run_cli("generation_eval.py", "-R", tmp_path / "ref", "-H", hypothesis, "-nr", 2, "-m", metric)
+    assert_one_line_error(result, f"{hypothesis}: no text to score (it and every reference file are empty)")
