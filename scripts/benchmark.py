@@ -11,9 +11,11 @@ one subprocess at a time, on the prepared E2E sample (data/e2e/sampled_18pct):
   as the reference) see the same batches, so their losses must agree ("at equal loss").
 - beam search: the first --beam_inputs unique test inputs, beam 10 with the E2E settings, batch 1 vs
   --beam_batch; examples/s as gpt2_beam.py prints it; the two prediction files must be identical.
-Jittor compiles kernels per shape and caches them on disk: a Jittor command that meets many shapes
-(dynamic padding, beam search) runs twice and the second (warm) run is compared; fixed padding has one
-shape, compiled during the warm-up steps.
+Jittor compiles its kernels on first use and caches them on disk, per operator graph and dtype, not per
+input size (a new rank or a dimension of size 1 can still add kernels): a Jittor command that may meet
+new kernels after its warm-up steps (dynamic padding; beam search, whose first step and last inputs have
+size-1 dimensions) runs twice and the second (warm) run is compared; fixed padding meets all of its
+kernels during the warm-up steps.
 Targets (printed pass / miss): dynamic >= 3x the real tokens/s of fixed 512; Jittor ms/step <= 1.15x
 PyTorch's; batched beam >= 5x the examples/s of batch 1, with identical outputs. Training ratios are
 medians of per-step ratios (every run sees the same batches), robust to a step slowed by other load.
@@ -70,8 +72,9 @@ class Bench:
         write_jsonl(self.valid, [item for _, item in read_jsonl(os.path.join(self.data, "valid.jsonl"))][:4])
 
     def command(self, framework, script, flags, name, many_shapes=True):
-        """Run NLG_<framework>/src/<script>; Jittor twice when it meets many shapes (the first run fills its
-        kernel cache). Returns (wall seconds, peak RSS) of the measured run and of the cold run (or None)."""
+        """Run NLG_<framework>/src/<script>; Jittor twice when it may meet kernels after its warm-up (the first
+        run fills its kernel cache). Returns (wall seconds, peak RSS) of the measured run and of the cold run
+        (or None)."""
         argv = [framework_python(framework), os.path.join("src", script), *flags]
         cwd = os.path.join(ROOT, f"NLG_{framework}")
         cold = None

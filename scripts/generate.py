@@ -1,4 +1,4 @@
-"""Answer one question about one paragraph with a trained adapter (the SQuAD seed's "look at the generated text").
+"""Answer one question about one paragraph with a trained adapter (the SQuAD project's "look at the generated text").
 
     python scripts/generate.py --framework pytorch|jittor --init_checkpoint BASE [--lora_checkpoint ADAPTER]
                                --context "PARAGRAPH" --question "QUESTION" [--beam 1] [--eval_len 32]

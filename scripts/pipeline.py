@@ -30,6 +30,8 @@ import os
 import shlex
 import sys
 import time
+from dataclasses import dataclass
+from typing import NamedTuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # run from anywhere, with any python that has the requirements
@@ -41,22 +43,35 @@ from lora_nlg.decode import beam_cli  # noqa: E402
 from lora_nlg.decode.to_text import subset_path  # noqa: E402
 from lora_nlg.pipeline import presets  # noqa: E402
 from lora_nlg.pipeline.frameworks import framework_cwd, framework_python, framework_script  # noqa: E402
-from lora_nlg.pipeline.stages import Call, Command, Ref, Stage, StageFailed, format_seconds, run_stages, say  # noqa: E402
+from lora_nlg.pipeline.stages import (  # noqa: E402
+    Call,
+    Command,
+    Ref,
+    Stage,
+    StageFailed,
+    format_seconds,
+    named_outputs,
+    resolve,
+    run_stages,
+    say,
+)
 from lora_nlg.train import cli as train_cli  # noqa: E402
 from lora_nlg.train.logs import read_log  # noqa: E402
 from lora_nlg.train.state import STATE_FILE  # noqa: E402
 from lora_nlg.util.errors import NLGError, run_cli  # noqa: E402
-from lora_nlg.util.files import atomic_open  # noqa: E402
+from lora_nlg.util.files import atomic_open, write_json  # noqa: E402
 from lora_nlg.util.jsonl import read_jsonl, write_jsonl  # noqa: E402
 
 EXTRA_STAGES = ("corpus", "pretrain", "train", "beam")
+# the test files that prepare and the test subset both write; beam and decode read them by these names
+TEST_FILES = {"test": "test.jsonl", "test_formatted": "test_formatted.jsonl"}
 
 
 class Paths:
     """Where everything of one pipeline run lives."""
 
     def __init__(self, args):
-        preset = presets.PRESETS[args.preset]
+        preset = args.preset_spec
         self.data_root = os.path.abspath(args.data_root)
         self.data = os.path.join(self.data_root, args.dataset, presets.data_variant(preset.fraction_of(args.dataset)))
         self.vocab = os.path.join(self.data_root, "vocab")
@@ -68,6 +83,55 @@ class Paths:
 
     def framework(self, name):
         return os.path.join(self.run, name)
+
+
+@dataclass(frozen=True)
+class ModelUnderTest:
+    """One model that gets beam -> decode -> score, as the planner knows it: its stages' names, commands and the
+    summary's row come from here, never from folder names."""
+    framework: str
+    folder: str  # its predictions, scorer files and scores.json (the LoRA model's: gpt2_ft.py's work_dir)
+    init: str  # the base checkpoint
+    adapter: Ref | None  # the trained LoRA checkpoint; None: the base alone, zero-shot
+    tests: Stage  # the stage whose outputs .test / .test_formatted it is evaluated on (prepare or test subset)
+    upstream: tuple  # the stages its beam search waits for
+
+    @property
+    def zero_shot(self):
+        return self.adapter is None
+
+    @property
+    def label(self):
+        """The summary's `model` column."""
+        return "base, zero-shot" if self.zero_shot else "LoRA"
+
+    def stage_name(self, step):
+        return f"{'zero-shot ' if self.zero_shot else ''}{step} ({self.framework})"
+
+
+class Evaluation(NamedTuple):
+    """The beam, decode and score stages of one model (each has the model as its role)."""
+    model: ModelUnderTest
+    beam: Stage
+    decode: Stage
+    score: Stage
+
+    @property
+    def stages(self):
+        return [self.beam, self.decode, self.score]
+
+
+@dataclass
+class Plan:
+    """Every stage of a run in order, and the evaluations among them (the summary's rows, in that order)."""
+    paths: Paths
+    stages: list
+    evaluations: list
+
+
+def files_in(folder, **names):
+    """Named outputs (output name -> file name) in `folder`."""
+    return named_outputs(**{key: os.path.join(folder, name) for key, name in names.items()})
 
 
 def check_flags(stage, parse, argv):
@@ -84,39 +148,37 @@ def check_flags(stage, parse, argv):
 
 def prepare_stage(args, paths):
     argv = [sys.executable, os.path.join(ROOT, "data", "prepare.py"), "--dataset", args.dataset,
-            "--fraction", f"{presets.PRESETS[args.preset].fraction_of(args.dataset):g}",
+            "--fraction", f"{args.preset_spec.fraction_of(args.dataset):g}",
             "--seed", str(presets.PAPER_SEED), "--out", paths.data, "--vocab-dir", paths.vocab,
             *presets.as_flags(presets.prepare_settings(args.dataset, args.preset))]
     if args.source:
         argv += ["--source", args.source]
-    files = [os.path.join(paths.data, name) for name in
-             ("train.jsonl", "valid.jsonl", "test.jsonl", "test_formatted.jsonl", "manifest.json")]
-    return Stage("prepare", paths.data, "prepare", [Command(argv)], outputs=files)
+    outputs = files_in(paths.data, train="train.jsonl", valid="valid.jsonl", **TEST_FILES, manifest="manifest.json")
+    return Stage("prepare", paths.data, "prepare", [Command(argv)], outputs=outputs)
 
 
-def spread_inputs(formatted, encoded, count, folder):
-    """Write the test rows of `count` unique inputs spread evenly over the test set (so WebNLG keeps seen and
-    unseen categories) to `folder`, formatted and encoded files still parallel."""
+def spread_inputs(source, count, folder, target):
+    """Write the test rows of `count` unique inputs spread evenly over the test set `source` (so WebNLG keeps seen
+    and unseen categories) to `target` in `folder`, formatted and encoded files still parallel."""
     def step(log):
-        rows = [item for _, item in read_jsonl(formatted)]
-        ids = [item for _, item in read_jsonl(encoded)]
+        rows = [item for _, item in read_jsonl(source.test_formatted)]
+        ids = [item for _, item in read_jsonl(source.test)]
         if len(rows) != len(ids):
-            raise NLGError(f"{encoded}: {len(ids)} rows but {formatted} has {len(rows)}")
+            raise NLGError(f"{source.test}: {len(ids)} rows but {source.test_formatted} has {len(rows)}")
         chosen = set(evenly_spaced(list(dict.fromkeys(row["context"] for row in rows)), count))
         keep = [i for i, row in enumerate(rows) if row["context"] in chosen]
-        write_jsonl(os.path.join(folder, "test_formatted.jsonl"), (rows[i] for i in keep))
-        write_jsonl(os.path.join(folder, "test.jsonl"), (ids[i] for i in keep))
-        log(f"test subset: {len(chosen)} inputs ({len(keep)} rows) spread over {formatted}")
+        write_jsonl(target.test_formatted, (rows[i] for i in keep))
+        write_jsonl(target.test, (ids[i] for i in keep))
+        log(f"test subset: {len(chosen)} inputs ({len(keep)} rows) spread over {source.test_formatted}")
         return {}
-    return Call(step, f"{count} test inputs spread over {formatted} -> {folder}")
+    return Call(step, f"{count} test inputs spread over {source.test_formatted} -> {folder}")
 
 
 def test_subset_stage(args, paths, prepare):
     folder = os.path.join(paths.run, f"test_{args.test_inputs}_inputs")
-    step = spread_inputs(os.path.join(paths.data, "test_formatted.jsonl"), os.path.join(paths.data, "test.jsonl"),
-                         args.test_inputs, folder)
-    files = [os.path.join(folder, "test.jsonl"), os.path.join(folder, "test_formatted.jsonl")]
-    return Stage("test subset", paths.run, "test_subset", [step], outputs=files, upstream=[prepare])
+    outputs = files_in(folder, **TEST_FILES)
+    step = spread_inputs(prepare.outputs, args.test_inputs, folder, outputs)
+    return Stage("test subset", paths.run, "test_subset", [step], outputs=outputs, upstream=[prepare])
 
 
 def final_checkpoint(work_dir):
@@ -131,53 +193,60 @@ def final_checkpoint(work_dir):
     return {"checkpoint": saves[-1]}
 
 
-def train_stage(name, framework, train_data, valid_data, work_dir, settings, init, extra, upstream):
-    argv = [framework_python(framework), framework_script(framework, "gpt2_ft.py"), "--train_data", train_data,
-            "--valid_data", valid_data, "--work_dir", work_dir, *presets.as_flags(settings)]
+def train_stage(name, framework, data, work_dir, settings, init, extra, after=()):
+    """gpt2_ft.py on the outputs .train / .valid of `data` (prepare, or the cpu base's corpus), after `data` and
+    `after`; `extra`: (the --extra stage, its flags)."""
+    program = [framework_python(framework), framework_script(framework, "gpt2_ft.py")]
+    flags = ["--train_data", data.outputs.train, "--valid_data", data.outputs.valid, "--work_dir", work_dir,
+             *presets.as_flags(settings)]
     if init is not None:
-        argv += ["--init_checkpoint", init]
+        flags += ["--init_checkpoint", init]
     extra_stage, extra_flags = extra
-    check_flags(extra_stage, lambda a: train_cli.parse_args(a, framework), argv[2:] + extra_flags)
-    command = Command(argv + extra_flags, cwd=framework_cwd(framework),
+    check_flags(extra_stage, lambda a: train_cli.parse_args(a, framework), flags + extra_flags)
+    command = Command([*program, *flags, *extra_flags], cwd=framework_cwd(framework),
                       resume=("--resume", os.path.join(work_dir, STATE_FILE)))
-    stage = Stage(name, work_dir, "train", [command], upstream=upstream, collect=lambda: final_checkpoint(work_dir))
-    stage.outputs = [Ref(stage, "checkpoint")]
+    stage = Stage(name, work_dir, "train", [command], upstream=[data, *after],
+                  collect=lambda: final_checkpoint(work_dir))
+    stage.outputs = named_outputs(checkpoint=Ref(stage, "checkpoint"))
     return stage
 
 
 def export_stage(paths, pretrain):
     """The pretraining run's final (full-weights) checkpoint -> the HF-layout base folder."""
     def step(log):
-        adapter = load_adapter(pretrain.results()["checkpoint"])
+        adapter = load_adapter(resolve(pretrain.outputs.checkpoint))
         write_hf_gpt2(paths.base_dir, adapter.tensors, adapter.config)
         log(f"wrote {paths.base_dir}/model.safetensors and config.json ({adapter.card}, step {adapter.step})")
         return {}
-    files = [os.path.join(paths.base_dir, name) for name in ("model.safetensors", "config.json")]
+    outputs = files_in(paths.base_dir, weights="model.safetensors", config="config.json")
     call = Call(step, f"export the final checkpoint of {paths.pretrain} to {paths.base_dir}")
-    return Stage("export base", paths.pretrain, "export", [call], outputs=files, upstream=[pretrain])
+    return Stage("export base", paths.pretrain, "export", [call], outputs=outputs, upstream=[pretrain])
 
 
 def cpu_base_stages(args, paths):
     """corpus -> pretrain (PyTorch) -> export: the cpu demo's base model."""
     argv = [sys.executable, os.path.join(ROOT, "data", "prepare_corpus.py"), "--out", paths.corpus,
             "--vocab-dir", paths.vocab] + (["--source", args.source] if args.source else []) + args.extra["corpus"]
-    files = [os.path.join(paths.corpus, name) for name in ("train.jsonl", "valid.jsonl", "manifest.json")]
-    corpus = Stage("corpus", paths.corpus, "corpus", [Command(argv)], outputs=files)
-    pretrain = train_stage("pretrain base (pytorch)", "pytorch", files[0], files[1], paths.pretrain,
-                           presets.CPU_PRETRAIN, None, ("pretrain", args.extra["pretrain"]), [corpus])
+    outputs = files_in(paths.corpus, train="train.jsonl", valid="valid.jsonl", manifest="manifest.json")
+    corpus = Stage("corpus", paths.corpus, "corpus", [Command(argv)], outputs=outputs)
+    framework = "pytorch"  # the base is built once, by one tree, for both
+    pretrain = train_stage(f"pretrain base ({framework})", framework, corpus, paths.pretrain, presets.CPU_PRETRAIN,
+                           None, ("pretrain", args.extra["pretrain"]))
     return [corpus, pretrain, export_stage(paths, pretrain)]
 
 
-def beam_stage(name, framework, test, folder, init, adapter, args, upstream):
-    argv = [framework_python(framework), framework_script(framework, "gpt2_beam.py"), "--data", test,
-            "--init_checkpoint", init]
-    argv += ["--lora_checkpoint", adapter] if adapter is not None else ["--model_card", args.model_card]
-    argv += [*presets.as_flags(presets.beam_settings(args.dataset, args.preset)), *args.extra["beam"]]
-    flags = check_flags("beam", lambda a: beam_cli.parse_args(a, framework), [str(item) for item in argv[2:]])
-    output = f"predict.{presets.beam_label(vars(flags))}.jsonl"
-    argv += ["--work_dir", folder, "--output_file", output]
-    return Stage(name, folder, "beam", [Command(argv, cwd=framework_cwd(framework))],
-                 outputs=[os.path.join(folder, output)], upstream=upstream)
+def beam_stage(model, args):
+    framework = model.framework
+    program = [framework_python(framework), framework_script(framework, "gpt2_beam.py")]
+    flags = ["--data", model.tests.outputs.test, "--init_checkpoint", model.init]
+    flags += ["--model_card", args.model_card] if model.zero_shot else ["--lora_checkpoint", model.adapter]
+    flags += [*presets.as_flags(presets.beam_settings(args.dataset, args.preset)), *args.extra["beam"]]
+    parsed = check_flags("beam", lambda a: beam_cli.parse_args(a, framework), [str(item) for item in flags])
+    output = f"predict.{presets.beam_label(vars(parsed))}.jsonl"
+    argv = [*program, *flags, "--work_dir", model.folder, "--output_file", output]
+    return Stage(model.stage_name("beam"), model.folder, "beam", [Command(argv, cwd=framework_cwd(framework))],
+                 outputs=named_outputs(predictions=os.path.join(model.folder, output)), upstream=list(model.upstream),
+                 role=model)
 
 
 SCORER_FILES = {  # scorer -> the (reference, prediction) names decode writes; {} is the dataset
@@ -194,27 +263,28 @@ def scorer_files(dataset, folder, subset="all"):
     return (ref, pred) if subset == "all" else (subset_path(ref, subset), subset_path(pred, subset))
 
 
-def decode_stage(name, framework, formatted, beam, folder, args, paths):
+def decode_stage(model, beam, args, paths):
     spec = presets.DATASETS[args.dataset]
-    ref, pred = scorer_files(args.dataset, folder)
+    framework = model.framework
+    ref, pred = scorer_files(args.dataset, model.folder)
     argv = [framework_python(framework), framework_script(framework, "gpt2_decode.py"), "--vocab", paths.vocab,
-            "--sample_file", beam.outputs[0], "--input_file", formatted, "--output_ref_file", ref,
-            "--output_pred_file", pred, "--ref_type", args.dataset, *spec.decode]
-    outputs = [path for subset in spec.subsets for path in scorer_files(args.dataset, folder, subset)]
-    return Stage(name, folder, "decode", [Command(argv, cwd=framework_cwd(framework))],
-                 outputs=outputs, upstream=[beam])
+            "--sample_file", beam.outputs.predictions, "--input_file", model.tests.outputs.test_formatted,
+            "--output_ref_file", ref, "--output_pred_file", pred, "--ref_type", args.dataset, *spec.decode]
+    outputs = [path for subset in spec.subsets for path in scorer_files(args.dataset, model.folder, subset)]
+    return Stage(model.stage_name("decode"), model.folder, "decode", [Command(argv, cwd=framework_cwd(framework))],
+                 outputs=outputs, upstream=[beam], role=model)
 
 
-def merge_scores(dataset, folder):
-    """scores/<subset>.json -> scores.json: one flat object, metrics of subsets other than `all` suffixed."""
+def merge_scores(folder, parts, merged_path):
+    """`parts` (subset -> its scores file in folder/scores/) -> one flat object at `merged_path`, the metrics of
+    subsets other than `all` suffixed."""
     def step(log):
         merged = {}
-        for subset in presets.DATASETS[dataset].subsets:
-            with open(os.path.join(folder, "scores", f"{subset}.json"), encoding="utf-8") as f:
+        for subset, path in parts.items():
+            with open(path, encoding="utf-8") as f:
                 scores = json.load(f)
             merged.update({(k if subset == "all" else f"{k}_{subset}"): v for k, v in scores.items()})
-        with atomic_open(os.path.join(folder, "scores.json")) as f:
-            f.write(json.dumps(merged, indent=2) + "\n")
+        write_json(merged_path, merged)
         log("scores: " + ", ".join(f"{k} {v:.4f}" for k, v in merged.items()))
         return {"scores": merged}
     return Call(step, f"merge {folder}/scores/*.json -> scores.json")
@@ -229,76 +299,79 @@ def scorer_argv(python, dataset, ref, pred, out):
     return [python, os.path.join(ROOT, "eval", program), ref, pred, "--json", out]
 
 
-def score_stage(name, framework, decode, folder, dataset):
-    python = framework_python(framework)
-    commands = []
-    for subset in presets.DATASETS[dataset].subsets:
-        ref, pred = scorer_files(dataset, folder, subset)
-        out = os.path.join(folder, "scores", f"{subset}.json")
-        commands.append(Command(scorer_argv(python, dataset, ref, pred, out)))
-    return Stage(name, folder, "score", [*commands, merge_scores(dataset, folder)],
-                 outputs=[os.path.join(folder, "scores.json")], upstream=[decode])
+def score_stage(model, decode, dataset):
+    python = framework_python(model.framework)
+    parts = {subset: os.path.join(model.folder, "scores", f"{subset}.json")
+             for subset in presets.DATASETS[dataset].subsets}
+    commands = [Command(scorer_argv(python, dataset, *scorer_files(dataset, model.folder, subset), out))
+                for subset, out in parts.items()]
+    merged = os.path.join(model.folder, "scores.json")
+    steps = [*commands, merge_scores(model.folder, parts, merged)]
+    return Stage(model.stage_name("score"), model.folder, "score", steps, outputs=named_outputs(scores=merged),
+                 upstream=[decode], role=model)
 
 
-def evaluation_stages(label, framework, folder, init, adapter, test, formatted, args, paths, upstream):
-    beam = beam_stage(f"{label}beam ({framework})", framework, test, folder, init, adapter, args, upstream)
-    decode = decode_stage(f"{label}decode ({framework})", framework, formatted, beam, folder, args, paths)
-    return [beam, decode, score_stage(f"{label}score ({framework})", framework, decode, folder, args.dataset)]
+def evaluation_stages(model, args, paths):
+    """beam -> decode -> score of one model under test."""
+    beam = beam_stage(model, args)
+    decode = decode_stage(model, beam, args, paths)
+    return Evaluation(model, beam, decode, score_stage(model, decode, args.dataset))
 
 
 def framework_stages(framework, args, paths, init, prepare, tests, base_stages):
-    """[zero-shot beam, decode, score,] train, beam, decode, score of one framework.
-    `tests`: (stage that wrote the test files, encoded test file, formatted test file)."""
+    """[zero-shot beam, decode, score,] train, beam, decode, score of one framework, and its evaluations.
+    `tests`: the stage that wrote the test files (prepare or the test subset)."""
     folder = paths.framework(framework)
-    test_stage, test, formatted = tests
-    stages = []
-    if args.preset == "cpu":
-        stages += evaluation_stages("zero-shot ", framework, os.path.join(folder, "zero_shot"), init, None,
-                                    test, formatted, args, paths, [test_stage, *base_stages])
+    zero_shot = []
+    if args.preset_spec.zero_shot:
+        base = ModelUnderTest(framework, os.path.join(folder, "zero_shot"), init, None, tests, (tests, *base_stages))
+        zero_shot.append(evaluation_stages(base, args, paths))
     settings = {**presets.train_settings(args.dataset, args.preset), "model_card": args.model_card}
-    train = train_stage(f"train ({framework})", framework, os.path.join(paths.data, "train.jsonl"),
-                        os.path.join(paths.data, "valid.jsonl"), folder, settings, init,
-                        ("train", args.extra["train"]), [prepare, *base_stages])
-    stages.append(train)
-    stages += evaluation_stages("", framework, folder, init, Ref(train, "checkpoint"), test, formatted, args, paths,
-                                [train, test_stage])
-    return stages
+    train = train_stage(f"train ({framework})", framework, prepare, folder, settings, init,
+                        ("train", args.extra["train"]), base_stages)
+    lora = evaluation_stages(ModelUnderTest(framework, folder, init, train.outputs.checkpoint, tests, (train, tests)),
+                             args, paths)
+    stages = [stage for evaluation in zero_shot for stage in evaluation.stages]
+    return [*stages, train, *lora.stages], [*zero_shot, lora]
 
 
-def compare_stage(args, paths, score_stages):
+def compare_stage(args, paths, lora):
+    """scripts/compare_logs.py on the training logs of the LoRA evaluations `lora` (one per framework)."""
     image = os.path.join(paths.img, f"{args.dataset}_{args.preset}_alignment.png")
     table = os.path.join(paths.run, "alignment.md")
-    argv = [sys.executable, os.path.join(ROOT, "scripts", "compare_logs.py"), paths.framework("pytorch"),
-            paths.framework("jittor"), "--out", image, "--labels", "pytorch", "jittor", "--md", table]
-    return Stage("compare frameworks", paths.run, "compare", [Command(argv)], outputs=[image, table],
-                 upstream=score_stages)
+    argv = [sys.executable, os.path.join(ROOT, "scripts", "compare_logs.py"), *(e.model.folder for e in lora),
+            "--out", image, "--labels", *(e.model.framework for e in lora), "--md", table]
+    return Stage("compare frameworks", paths.run, "compare", [Command(argv)],
+                 outputs=named_outputs(image=image, table=table), upstream=[e.score for e in lora])
 
 
 def plan(args):
-    """All stages of the run, in order."""
+    """All stages of the run, in order, and the evaluations among them."""
     paths = Paths(args)
     prepare = prepare_stage(args, paths)
     stages = [prepare]
-    tests = (prepare, *prepare.outputs[2:4])
+    tests = prepare
     if args.test_inputs:
-        stages.append(test_subset_stage(args, paths, prepare))
-        tests = (stages[-1], *stages[-1].outputs)
-    base_stages = cpu_base_stages(args, paths) if args.preset == "cpu" and not args.init_checkpoint else []
+        tests = test_subset_stage(args, paths, prepare)
+        stages.append(tests)
+    base_stages = cpu_base_stages(args, paths) if args.builds_base else []
     init = paths.base_dir if base_stages else base_checkpoint(args)
     stages += base_stages
-    scored = []
+    evaluations = []
     for framework in args.frameworks:
-        stages += framework_stages(framework, args, paths, init, prepare, tests, base_stages)
-        scored.append(stages[-1])
-    if len(scored) == 2:
-        stages.append(compare_stage(args, paths, scored))
-    return paths, stages
+        framework_run, framework_evaluations = framework_stages(framework, args, paths, init, prepare, tests,
+                                                                base_stages)
+        stages += framework_run
+        evaluations += framework_evaluations
+    lora = [evaluation for evaluation in evaluations if not evaluation.model.zero_shot]
+    if len(lora) == 2:
+        stages.append(compare_stage(args, paths, lora))
+    return Plan(paths, stages, evaluations)
 
 
 def base_checkpoint(args):
     """--init_checkpoint, or the preset's default place for a downloaded GPT-2; it must exist."""
-    preset = presets.PRESETS[args.preset]
-    path = os.path.abspath(args.init_checkpoint or os.path.join(ROOT, preset.pretrained))
+    path = os.path.abspath(args.init_checkpoint or os.path.join(ROOT, args.preset_spec.pretrained))
     if not os.path.exists(path):
         hint = ("--init_checkpoint: not found" if args.init_checkpoint else
                 f"no pretrained GPT-2 here: --preset {args.preset} fine-tunes a pretrained {args.model_card}; "
@@ -310,17 +383,15 @@ def base_checkpoint(args):
 
 # ---------------------------------------------------------------- report
 
-def summary(args, paths, stages, times, seconds):
+def summary(args, planned, times, seconds):
     """Markdown: scores of every evaluated model, and the wall time of every stage."""
-    lines = [f"# {args.dataset}, preset {args.preset}: {presets.PRESETS[args.preset].note}", "",
+    lines = [f"# {args.dataset}, preset {args.preset}: {args.preset_spec.note}", "",
              f"`{' '.join(shlex.quote(a) for a in sys.argv)}`", ""]
     rows = []
-    for stage in stages:
-        if stage.slug == "score" and stage.is_done():
-            label = "base, zero-shot" if stage.folder.endswith("zero_shot") else "LoRA"
-            framework = os.path.basename(stage.folder if label == "LoRA" else os.path.dirname(stage.folder))
-            with open(os.path.join(stage.folder, "scores.json"), encoding="utf-8") as f:
-                rows.append((framework, label, json.load(f)))
+    for evaluation in planned.evaluations:
+        if evaluation.score.is_done():
+            with open(evaluation.score.outputs.scores, encoding="utf-8") as f:
+                rows.append((evaluation.model.framework, evaluation.model.label, json.load(f)))
     if rows:
         metrics = list(rows[0][2])
         lines += ["| framework | model | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
@@ -332,7 +403,7 @@ def summary(args, paths, stages, times, seconds):
               for t in times]
     lines += [f"| **total** | {format_seconds(seconds)} |", ""]
     text = "\n".join(lines)
-    with atomic_open(os.path.join(paths.run, "summary.md")) as f:
+    with atomic_open(os.path.join(planned.paths.run, "summary.md")) as f:
         f.write(text)
     return text
 
@@ -365,9 +436,10 @@ def parse_args(argv=None):
     parser.add_argument("--dry_run", action="store_true", help="list the stages and their commands, run nothing")
     args = parser.parse_args(argv)
     try:
-        presets.get_preset(args.preset, args.dataset)
+        args.preset_spec = presets.get_preset(args.preset, args.dataset)
     except NLGError as error:
         parser.error(str(error))
+    args.builds_base = args.preset_spec.builds_base(args.init_checkpoint)
     if args.test_inputs is not None and args.test_inputs < 1:
         parser.error("--test_inputs must be >= 1")
     extra = {stage: [] for stage in EXTRA_STAGES}
@@ -375,7 +447,7 @@ def parse_args(argv=None):
         stage, _, flags = item.partition("=")
         if stage not in extra:
             parser.error(f"--extra {stage}: unknown stage (choose from {', '.join(EXTRA_STAGES)})")
-        if stage in ("corpus", "pretrain") and (args.preset != "cpu" or args.init_checkpoint):
+        if stage in ("corpus", "pretrain") and not args.builds_base:
             parser.error(f"--extra {stage}: only the cpu preset builds a base model (and not with --init_checkpoint)")
         extra[stage] += shlex.split(flags)
     args.extra = extra
@@ -388,20 +460,20 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    paths, stages = plan(args)
+    planned = plan(args)
     if args.dry_run:
-        for stage in stages:
+        for stage in planned.stages:
             say(f"[pipeline] {stage.name}: {'done' if stage.is_done() else 'to run'} ({stage.path('done.json')})")
             for step in stage.steps:
                 say(f"   {step.describe()}")
         return
     clock = time.perf_counter()
     try:
-        times = run_stages(stages)
+        times = run_stages(planned.stages)
     except StageFailed as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
-    say(summary(args, paths, stages, times, time.perf_counter() - clock))
+    say(summary(args, planned, times, time.perf_counter() - clock))
 
 
 if __name__ == "__main__":

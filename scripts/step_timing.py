@@ -4,7 +4,7 @@
     .venv-jittor/bin/python scripts/step_timing.py jittor --card gpt2.tiny
 
 Batch: 8 synthetic rows of 64 tokens (contexts of 40, completions of 24: loss on ~190 positions; --context,
---completion), LoRA r=4 on q,v (or --lora attn_mlp: the SQuAD seed's r=8 on attention + MLP) with dropout 0.1,
+--completion), LoRA r=4 on q,v (or --lora attn_mlp: the SQuAD project's r=8 on attention + MLP) with dropout 0.1,
 label smoothing 0.1, clip 1.0; weights from the shared numpy init.
 Warm-up steps (Jittor compiles its kernels there) are not timed; Jittor is synchronised every step.
 """
@@ -16,14 +16,15 @@ import time
 
 import numpy as np
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TREES = {"torch": "NLG_pytorch", "jittor": "NLG_jittor"}
 
 from lora_nlg.data.batching import collate  # noqa: E402
 from lora_nlg.model.config import LoRAConfig, get_card  # noqa: E402
 from lora_nlg.model.init_weights import init_gpt2_weights, init_lora_weights  # noqa: E402
 
 LORAS = {"qv": LoRAConfig(r=4, alpha=32, dropout=0.1, targets="q,v"),  # the paper's
-         "attn_mlp": LoRAConfig(r=8, alpha=16, dropout=0.1, targets="attn,mlp")}  # the SQuAD seed's
+         "attn_mlp": LoRAConfig(r=8, alpha=16, dropout=0.1, targets="attn,mlp")}  # the SQuAD project's
 
 
 def timing_batch(config, rows=8, context=40, completion=24, seed=0):
@@ -33,35 +34,20 @@ def timing_batch(config, rows=8, context=40, completion=24, seed=0):
     return collate(examples, list(range(rows)), seq_len=context + completion)
 
 
-def torch_step(config, batch, lora):
-    """A closure running one training step in PyTorch."""
-    sys.path.insert(0, str(ROOT / "NLG_pytorch" / "src"))
-    import torch
-
-    from lora import set_trainable
-    from model import GPT2LMModel
-    from optim import AdamW, clip_grad_norm
-    model = GPT2LMModel(config, lora)
-    model.load_weights({**init_gpt2_weights(config, 0), **init_lora_weights(config, lora, 0)})
-    set_trainable(model, lora)
-    model.train()
-    optimizer = AdamW([(n, p) for n, p in model.named_parameters() if p.requires_grad])
-    inputs, target, mask = (torch.from_numpy(a) for a in (batch.input, batch.target, batch.mask))
-
-    def step():
-        loss, _ = model.loss(model(inputs)[0], target, mask, 0.1)
-        loss.backward()
-        clip_grad_norm(optimizer.params.values(), 1.0)
-        optimizer.step(2e-4)
-        optimizer.zero_grad()
-        return loss.item()
-    return step
-
-
-def jittor_step(config, batch, lora):
-    """A closure running one training step in Jittor."""
-    sys.path.insert(0, str(ROOT / "NLG_jittor" / "src"))
+def framework_glue(framework, optimizer):
+    """What differs between the trees around a step: (numpy -> tensor, the gradients to clip, wait for the
+    device). It imports that framework only: one process never loads both."""
+    if framework == "torch":
+        import torch
+        return (torch.from_numpy, lambda: [p.grad for p in optimizer.params.values()],
+                lambda: None)  # loss.item() waits for the step
     from jittor_env import jt
+    return jt.array, lambda: optimizer.grads.values(), lambda: jt.sync_all(True)
+
+
+def training_step(framework, config, batch, lora):
+    """A closure running one training step (forward, backward, clip, AdamW) in `framework`'s tree."""
+    sys.path.insert(0, str(ROOT / TREES[framework] / "src"))
     from lora import set_trainable
     from model import GPT2LMModel
     from optim import AdamW, clip_grad_norm
@@ -70,22 +56,23 @@ def jittor_step(config, batch, lora):
     set_trainable(model, lora)
     model.train()
     optimizer = AdamW([(n, p) for n, p in model.named_parameters() if p.requires_grad])
-    inputs, target, mask = (jt.array(a) for a in (batch.input, batch.target, batch.mask))
+    tensor, gradients, sync = framework_glue(framework, optimizer)
+    inputs, target, mask = (tensor(a) for a in (batch.input, batch.target, batch.mask))
 
     def step():
         loss, _ = model.loss(model(inputs)[0], target, mask, 0.1)
         optimizer.backward(loss)
-        clip_grad_norm(optimizer.grads.values(), 1.0)
+        clip_grad_norm(gradients(), 1.0)
         optimizer.step(2e-4)
         optimizer.zero_grad()
-        jt.sync_all(True)
+        sync()
         return loss.item()
     return step
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("framework", choices=("torch", "jittor"))
+    parser.add_argument("framework", choices=list(TREES))
     parser.add_argument("--card", default="gpt2.tiny")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
@@ -95,7 +82,7 @@ def main():
     args = parser.parse_args()
     config = get_card(args.card)
     batch = timing_batch(config, context=args.context, completion=args.completion)
-    step = (torch_step if args.framework == "torch" else jittor_step)(config, batch, LORAS[args.lora])
+    step = training_step(args.framework, config, batch, LORAS[args.lora])
     start = time.perf_counter()
     for _ in range(args.warmup):
         step()

@@ -11,49 +11,39 @@ lora_nlg/decode/beam_cli.py), faster: examples are batched with LEFT padding (so
 sits in the last column) on top of the beams, the prompt runs once per example instead of once per
 beam, logits are computed for the last position only, and examples leave the batch as soon as their
 result is final. This file only runs the model and picks the top-k candidates; the bookkeeping is
-lora_nlg.decode.beam.BeamBook, shared with the PyTorch tree.
+lora_nlg.decode.beam.BeamBook, shared by both trees.
 
-The Jittor mirror of NLG_pytorch/src/gpt2_beam.py, line for line but for the top-k (`top_candidates`:
-jt.topk sorts whole rows), index assignments skipped when there is nothing to assign, and the model's
-log_softmax (sums in float64). Jittor's kernels are compiled per operator graph and dtype, not per shape,
-so the growing cache and the shrinking batch reuse the kernels of the first steps; a first run on an
-empty kernel cache compiles them once (about a minute here), later runs load them from disk.
+The Jittor mirror of NLG_pytorch/src/gpt2_beam.py, line for line but inside `top_candidates` (jt.topk
+sorts whole rows) and the model's log_softmax (sums in float64). Jittor compiles its kernels per operator
+graph and dtype, not per input size (a new rank or a dimension of size 1 can still add kernels), so the
+growing cache and the shrinking batch reuse the kernels of the first steps; a first run on an empty
+kernel cache compiles them once (about a minute here), later runs load them from disk.
 """
 import numpy as np
 
 from jittor_env import jt
 from lora import merge_lora
 from lora_nlg.decode.beam import BeamBook
-from lora_nlg.decode.beam_cli import parse_args
+from lora_nlg.decode.beam_cli import beam_settings, parse_args
 from lora_nlg.decode.beam_loop import run
 from lora_nlg.decode.beam_model import load_decoding_model
-from lora_nlg.util.errors import NLGError, run_cli
-from model import GPT2LMModel, log_softmax
+from lora_nlg.util.errors import run_cli
+from model import GPT2LMModel, log_softmax, pick_device
+
+TOPK_GROUP = 256  # top_candidates' group size
 
 
-def resolve_device(name):
-    """Jittor's device is global: jittor_env switches CUDA on where there is a GPU, `cpu` switches it off.
-    Jittor runs on the first visible GPU (pick another one with CUDA_VISIBLE_DEVICES)."""
-    if name == "cpu":
-        jt.flags.use_cuda = 0
-    elif name != "auto" and not jt.flags.use_cuda:
-        raise NLGError(f"--device {name}: Jittor sees no CUDA device")
-    elif name not in ("auto", "cuda", "cuda:0"):
-        raise NLGError(f"--device {name}: Jittor uses the first visible GPU; pick it with CUDA_VISIBLE_DEVICES")
-    return "cuda" if jt.flags.use_cuda else "cpu"
-
-
-def build_model(decoding):
-    """GPT2LMModel holding the decoding weights, LoRA merged into the base (one matmul per projection);
-    it runs where resolve_device put Jittor."""
+def build_model(decoding, device):
+    """GPT2LMModel holding the decoding weights, LoRA merged into the base (one matmul per projection),
+    on `device` (pick_device's answer: Jittor's one global device, already switched there)."""
     model = GPT2LMModel(decoding.config, decoding.lora)
     model.load_weights(decoding.weights)
     merge_lora(model)
     return model.eval()
 
 
-def as_tensor(array):
-    return jt.array(array)
+def as_tensor(array, device=None):
+    return jt.array(array)  # on Jittor's global device (pick_device): no `device` to move to
 
 
 def penalize(logits, book, repetition_penalty):
@@ -68,14 +58,15 @@ def penalize(logits, book, repetition_penalty):
     return logits
 
 
-def top_candidates(candidates, k, group=256):
+def top_candidates(candidates, k):
     """Values and indices (numpy, [rows, k], values descending) of the k largest entries of each row.
 
     jt.topk argsorts whole rows: ~40 ms for one example's 10 x 50257 candidates on a CPU (torch.topk:
-    ~0.5 ms). An entry of the top k lies in a group (of `group` entries) whose maximum is among the k
+    ~0.5 ms). An entry of the top k lies in a group (of TOPK_GROUP entries) whose maximum is among the k
     largest group maxima, so only those k groups are sorted (~0.5-1 ms). The row is padded with -inf to
     whole groups; if a row has fewer than k finite candidates a pad could be picked, so jt.topk decides.
     """
+    group = TOPK_GROUP
     rows, n = candidates.shape
     n_groups = -(-n // group)
     padded = candidates
@@ -116,11 +107,12 @@ def beam_search(model, batch, settings):
 
 def main(argv=None):
     args = parse_args(argv, framework="jittor")
-    decoding = load_decoding_model(args)
-    device = resolve_device(args.device)
-    model = build_model(decoding)
+    settings = beam_settings(args)
+    decoding = load_decoding_model(args, settings)
+    device = pick_device(args.device)
+    model = build_model(decoding, device)
     print(f"model: {decoding.description}; device {device}")
-    return run(args, lambda batch: beam_search(model, batch, args.settings))
+    return run(args, settings, lambda batch: beam_search(model, batch, settings))
 
 
 if __name__ == "__main__":

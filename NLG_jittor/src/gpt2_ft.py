@@ -2,10 +2,10 @@
 
 Flags (microsoft/LoRA's, defaults = its README E2E command) are in lora_nlg.train.cli, the loop,
 logs and resumable state in lora_nlg; this file only runs the model, gradients and optimizer.
+
 The Jittor mirror of NLG_pytorch/src/gpt2_ft.py: gradients live in `optimizer.grads` (Jittor Vars
-carry no `.grad`), so `optimizer.backward(loss)` stands where torch has `loss.backward()`. Mixed
-precision is Jittor's automatic one (`auto_mixed_precision_level` 5: float16 products, float32
-reductions, float32 weights), which has no bfloat16 mode: --bf16 is refused with that reason.
+carry no `.grad`). Mixed precision is Jittor's automatic one (`auto_mixed_precision_level` 5: float16
+products, float32 reductions, float32 weights), which has no bfloat16 mode: --bf16 is refused with that reason.
 
     cd NLG_jittor && python src/gpt2_ft.py --train_data ../data/e2e/sampled_18pct/train.jsonl \\
         --valid_data ../data/e2e/sampled_18pct/valid.jsonl --work_dir ../trained_models/e2e ...
@@ -20,47 +20,36 @@ from lora import report_trainable, set_trainable, trainable_state_dict
 from lora_nlg.checkpoints.tensor_files import check_shapes
 from lora_nlg.train.cli import TrainConfigError
 from lora_nlg.train.loop import main
-from model import GPT2LMModel
+from model import GPT2LMModel, pick_device
 from optim import AdamW, clip_grad_norm
 
 FP16_AMP_LEVEL = 5  # Jittor's autocast: float16 wherever an op may be, reductions and exp/log in float32
 
 
-def pick_device(name):
-    """`auto` is cuda when Jittor sees a GPU, else cpu; asking for cuda without one is an error.
-    Jittor runs every Var on one global device (jt.flags.use_cuda), chosen here."""
-    if name == "auto":
-        name = "cuda" if jt.has_cuda else "cpu"
-    if name.startswith("cuda") and not jt.has_cuda:
-        raise TrainConfigError(f"--device {name}: Jittor sees no CUDA device")
-    if name.startswith("cuda:") and name != "cuda:0":
-        raise TrainConfigError(f"--device {name}: Jittor uses the first visible GPU; "
-                               f"run with CUDA_VISIBLE_DEVICES={name[5:]} and --device cuda")
-    jt.flags.use_cuda = int(name.startswith("cuda"))
-    return "cuda" if name.startswith("cuda") else "cpu"
-
-
 class TrainEngine:
-    """Model, trainable parameters and AdamW of one run on one device (the interface: lora_nlg.train.loop)."""
+    """Model, trainable parameters and AdamW of one run on one device (the interface: lora_nlg.train.loop).
+
+    `settings`: the flags it needs, a lora_nlg.train.cli.EngineSettings (not the argparse Namespace)."""
     framework = "jittor"
 
-    def __init__(self, config, lora, weights, args):
-        self.device = pick_device(args.device)
-        self.amp_level = FP16_AMP_LEVEL if args.fp16 else None
-        if (args.fp16 or args.bf16) and self.device != "cuda":
+    def __init__(self, config, lora, weights, settings):
+        self.device = pick_device(settings.device)
+        self.amp_level = FP16_AMP_LEVEL if settings.fp16 else None
+        if (settings.fp16 or settings.bf16) and self.device != "cuda":
             raise TrainConfigError("--fp16/--bf16 autocast runs on CUDA only; on CPU train in float32 (drop the flag)")
-        if args.bf16:
+        if settings.bf16:
             raise TrainConfigError("--bf16: Jittor's automatic mixed precision computes in float16 only; "
                                    "use --fp16 (or the PyTorch tree for bfloat16)")
-        jt.set_global_seed(args.random_seed)
+        jt.set_global_seed(settings.random_seed)
         self.model = GPT2LMModel(config, lora)
-        self.model.load_weights(weights, args.init_checkpoint or "initial weights")
+        self.model.load_weights(weights, settings.init_checkpoint or "initial weights")
         self.model.train()
         set_trainable(self.model, lora)
         self.trainable = trainable_state_dict(self.model)
-        self.optimizer = AdamW(self.trainable.items(), betas=(args.adam_beta1, args.adam_beta2),
-                               eps=args.adam_epsilon, weight_decay=args.weight_decay, correct_bias=args.correct_bias)
-        self.label_smooth = args.label_smooth
+        self.optimizer = AdamW(self.trainable.items(), betas=(settings.adam_beta1, settings.adam_beta2),
+                               eps=settings.adam_epsilon, weight_decay=settings.weight_decay,
+                               correct_bias=settings.correct_bias)
+        self.label_smooth = settings.label_smooth
         self.config, self.lora = config, lora
 
     def trainable_report(self):

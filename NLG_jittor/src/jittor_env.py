@@ -5,7 +5,7 @@ before the first `import jittor`:
 - no CUDA GPU: `nvcc_path` empty, or Jittor tries to compile CUDA kernels and fails;
 - oneDNN: Jittor downloads it from its own server, which fails offline. `scripts/setup_env.sh`
   places Debian's oneDNN where Jittor looks; without it we fall back to `use_mkl=0` and say so.
-On a CUDA machine nothing is changed and `jt.flags.use_cuda` is switched on.
+On a CUDA machine nothing is changed and `jt.flags.use_cuda` is switched on (`GPU_AVAILABLE`).
 """
 import os
 import shutil
@@ -31,4 +31,5 @@ def _configure():
 _configure()
 import jittor as jt  # noqa: E402  (must follow the environment set-up above)
 
-jt.flags.use_cuda = 1 if jt.has_cuda and _has_cuda() else 0
+GPU_AVAILABLE = bool(jt.has_cuda and _has_cuda())  # what --device auto / cuda go by (model.pick_device)
+jt.flags.use_cuda = int(GPU_AVAILABLE)

@@ -20,15 +20,18 @@ masked in every later step too, so each row computes exactly what it would alone
     hidden, presents = model(input_ids)                      # training: loss(hidden, target, mask)
     hidden, past = model(prompt_ids, left_pad=n_pad)          # decoding: logits(hidden[:, -1]), then
     hidden, past = model(next_ids[:, None], past=past, left_pad=n_pad)   # one token per step
+
+`pick_device(args.device)` is where both gpt2_ft.py and gpt2_beam.py decide the device the model runs on.
 """
 import math
 
 import numpy as np
 
-from jittor_env import jt
+from jittor_env import GPU_AVAILABLE, jt
 from lora import LoRAConv1D
 from lora_nlg.checkpoints.tensor_files import check_shapes
 from lora_nlg.model.config import LoRAConfig
+from lora_nlg.util.flags import DeviceError
 
 nn = jt.nn
 
@@ -90,7 +93,7 @@ class Embedding(nn.Module):
 
 def projection(n_in, n_out, lora, layer):
     """The Conv1D named `layer` inside a block (a cards.LAYER_SLOTS key), with LoRA where `lora` targets it."""
-    return LoRAConv1D(n_in, n_out, lora.r, lora.alpha, lora.dropout, lora.enabled_slots(layer))
+    return LoRAConv1D(n_in, n_out, lora, lora.enabled_slots(layer))
 
 
 class Attention(nn.Module):
@@ -191,7 +194,8 @@ class GPT2LMModel(nn.Module):
         past_len = 0 if past is None else past[0][0].shape[2]
         t = input_ids.shape[1]
         if past_len + t > self.config.n_positions:
-            raise ValueError(f"{past_len + t} tokens (left padding included) exceed n_positions={self.config.n_positions}")
+            raise ValueError(f"{past_len + t} tokens (left padding included) exceed "
+                             f"n_positions={self.config.n_positions}")
         positions, blocked = self.attention_layout(t, past_len, left_pad)
         x = self.wte(input_ids) + self.wpe(positions)
         presents = []
@@ -200,8 +204,7 @@ class GPT2LMModel(nn.Module):
             presents.append(present)
         return self.ln_f(x), presents
 
-    @staticmethod
-    def attention_layout(t, past_len, left_pad):
+    def attention_layout(self, t, past_len, left_pad):
         """Position ids [B|1, T] and blocked-key mask [B|1, 1, T, past_len + T] of the T new tokens.
 
         Slot s of the cache holds the s-th token of the (padded) row. A query at slot q sees keys at
@@ -249,3 +252,20 @@ class GPT2LMModel(nn.Module):
         """Canonical name -> float32 numpy copy of the parameters (all, or just `names`)."""
         params = dict(self.named_parameters())
         return {n: params[n].numpy().copy() for n in (params if names is None else names)}
+
+
+def pick_device(name):
+    """The device of gpt2_ft.py's and gpt2_beam.py's --device (auto, cpu, cuda or cuda:N, checked by the CLIs).
+
+    `auto` is cuda when Jittor sees a GPU, else cpu; asking for cuda without one is an error.
+    Returns "cuda" or "cpu": Jittor runs every Var on one global device (jt.flags.use_cuda), switched
+    here, and only on the first visible GPU (another one: CUDA_VISIBLE_DEVICES)."""
+    if name == "auto":
+        name = "cuda" if GPU_AVAILABLE else "cpu"
+    if name.startswith("cuda") and not GPU_AVAILABLE:
+        raise DeviceError(f"--device {name}: Jittor sees no CUDA device")
+    if name.startswith("cuda:") and name != "cuda:0":
+        raise DeviceError(f"--device {name}: Jittor uses the first visible GPU; "
+                          f"run with CUDA_VISIBLE_DEVICES={name[5:]} and --device cuda")
+    jt.flags.use_cuda = int(name.startswith("cuda"))
+    return "cuda" if name.startswith("cuda") else "cpu"

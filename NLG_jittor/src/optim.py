@@ -3,9 +3,9 @@
 The learning rate is not stored here: the trainer passes `lr_at(optimizer.step_count, ...)` from
 lora_nlg.train.schedules to every `step`, so both trees share one schedule implementation.
 
-The Jittor mirror of NLG_pytorch/src/optim.py. Jittor Vars carry no `.grad`: the optimizer computes and
-holds the gradients, so `optimizer.backward(loss)` stands where torch has `loss.backward()`, and
-`clip_grad_norm` takes the gradients (`optimizer.grads.values()`) where torch takes the parameters.
+The Jittor mirror of NLG_pytorch/src/optim.py. Jittor Vars carry no `.grad`: the optimizer holds the
+gradients (`grads`, name -> Var, where torch has the parameters' `.grad`), filled by `backward(loss)`,
+which both trees' trainers call where torch code calls `loss.backward()`.
 Values are written with Var.update, which detaches by itself: no jt.no_grad (under which an update
 would also freeze the parameter).
 """

@@ -11,27 +11,22 @@ lora_nlg/decode/beam_cli.py), faster: examples are batched with LEFT padding (so
 sits in the last column) on top of the beams, the prompt runs once per example instead of once per
 beam, logits are computed for the last position only, and examples leave the batch as soon as their
 result is final. This file only runs the model and picks the top-k candidates; the bookkeeping is
-lora_nlg.decode.beam.BeamBook, shared with the Jittor tree.
+lora_nlg.decode.beam.BeamBook, shared by both trees.
 """
 import torch
 
 from lora import merge_lora
 from lora_nlg.decode.beam import BeamBook
-from lora_nlg.decode.beam_cli import parse_args
+from lora_nlg.decode.beam_cli import beam_settings, parse_args
 from lora_nlg.decode.beam_loop import run
 from lora_nlg.decode.beam_model import load_decoding_model
 from lora_nlg.util.errors import run_cli
-from model import GPT2LMModel
-
-
-def resolve_device(name):
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+from model import GPT2LMModel, log_softmax, pick_device
 
 
 def build_model(decoding, device):
-    """GPT2LMModel holding the decoding weights, LoRA merged into the base (one matmul per projection)."""
+    """GPT2LMModel holding the decoding weights, LoRA merged into the base (one matmul per projection),
+    on `device` (pick_device's answer)."""
     model = GPT2LMModel(decoding.config, decoding.lora)
     model.load_weights(decoding.weights)
     merge_lora(model)
@@ -44,13 +39,20 @@ def as_tensor(array, device):
 
 def penalize(logits, book, repetition_penalty):
     """The reference's order: repetition penalty on the raw logits, then -inf on banned tokens."""
-    if repetition_penalty != 1.0:
+    if repetition_penalty != 1.0 and book.length:  # (no pairs before the first token)
         rows, tokens = (as_tensor(a, logits.device) for a in book.repeated_pairs())
         seen = logits[rows, tokens]
         logits[rows, tokens] = torch.where(seen < 0, seen * repetition_penalty, seen / repetition_penalty)
-    rows, tokens = (as_tensor(a, logits.device) for a in book.banned_pairs())
-    logits[rows, tokens] = float("-inf")
+    rows, tokens = book.banned_pairs()
+    if len(rows):  # (none in the first steps)
+        logits[as_tensor(rows, logits.device), as_tensor(tokens, logits.device)] = float("-inf")
     return logits
+
+
+def top_candidates(candidates, k):
+    """Values and indices (numpy, [rows, k], values descending) of the k largest entries of each row."""
+    values, indices = torch.topk(candidates, k, dim=1)
+    return values.cpu().numpy(), indices.cpu().numpy()
 
 
 @torch.no_grad()
@@ -64,11 +66,11 @@ def beam_search(model, batch, settings):
     while True:
         hidden, past = model(tokens, past=past, left_pad=left_pad)
         logits = penalize(model.logits(hidden[:, -1]), book, settings.repetition_penalty)
-        logprobs = torch.log_softmax(logits, dim=-1)
+        logprobs = log_softmax(logits)
         scores = as_tensor(book.scores, device)  # [examples, rows per example]
         candidates = (scores[:, :, None] + logprobs.reshape(*scores.shape, -1)).reshape(scores.shape[0], -1)
-        values, indices = torch.topk(candidates, settings.beam, dim=1)
-        parents = book.advance(values.cpu().numpy(), indices.cpu().numpy())
+        values, indices = top_candidates(candidates, settings.beam)
+        parents = book.advance(values, indices)
         if book.finished:
             return book.predictions()
         parents = as_tensor(parents, device)
@@ -79,11 +81,12 @@ def beam_search(model, batch, settings):
 
 def main(argv=None):
     args = parse_args(argv, framework="pytorch")
-    decoding = load_decoding_model(args)
-    device = resolve_device(args.device)
+    settings = beam_settings(args)
+    decoding = load_decoding_model(args, settings)
+    device = pick_device(args.device)
     model = build_model(decoding, device)
     print(f"model: {decoding.description}; device {device}")
-    return run(args, lambda batch: beam_search(model, batch, args.settings))
+    return run(args, settings, lambda batch: beam_search(model, batch, settings))
 
 
 if __name__ == "__main__":

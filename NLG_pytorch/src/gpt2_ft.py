@@ -16,38 +16,32 @@ from lora import report_trainable, set_trainable, trainable_state_dict
 from lora_nlg.checkpoints.tensor_files import check_shapes
 from lora_nlg.train.cli import TrainConfigError
 from lora_nlg.train.loop import main
-from model import GPT2LMModel
+from model import GPT2LMModel, pick_device
 from optim import AdamW, clip_grad_norm
 
 
-def pick_device(name):
-    """`auto` is cuda when torch sees a GPU, else cpu; asking for cuda without one is an error."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise TrainConfigError(f"--device {name}: torch sees no CUDA device")
-    return torch.device(name)
-
-
 class TrainEngine:
-    """Model, trainable parameters and AdamW of one run on one device (the interface: lora_nlg.train.loop)."""
+    """Model, trainable parameters and AdamW of one run on one device (the interface: lora_nlg.train.loop).
+
+    `settings`: the flags it needs, a lora_nlg.train.cli.EngineSettings (not the argparse Namespace)."""
     framework = "pytorch"
 
-    def __init__(self, config, lora, weights, args):
-        self.device = pick_device(args.device)
-        self.autocast_dtype = torch.float16 if args.fp16 else torch.bfloat16 if args.bf16 else None
+    def __init__(self, config, lora, weights, settings):
+        self.device = pick_device(settings.device)
+        self.autocast_dtype = torch.float16 if settings.fp16 else torch.bfloat16 if settings.bf16 else None
         if self.autocast_dtype is not None and self.device.type != "cuda":
             raise TrainConfigError("--fp16/--bf16 autocast runs on CUDA only; on CPU train in float32 (drop the flag)")
-        torch.manual_seed(args.random_seed)
+        torch.manual_seed(settings.random_seed)
         self.model = GPT2LMModel(config, lora)
-        self.model.load_weights(weights, args.init_checkpoint or "initial weights")
+        self.model.load_weights(weights, settings.init_checkpoint or "initial weights")
         self.model.to(self.device)
         self.model.train()
         set_trainable(self.model, lora)
         self.trainable = trainable_state_dict(self.model)
-        self.optimizer = AdamW(self.trainable.items(), betas=(args.adam_beta1, args.adam_beta2),
-                               eps=args.adam_epsilon, weight_decay=args.weight_decay, correct_bias=args.correct_bias)
-        self.label_smooth = args.label_smooth
+        self.optimizer = AdamW(self.trainable.items(), betas=(settings.adam_beta1, settings.adam_beta2),
+                               eps=settings.adam_epsilon, weight_decay=settings.weight_decay,
+                               correct_bias=settings.correct_bias)
+        self.label_smooth = settings.label_smooth
         self.config, self.lora = config, lora
 
     def trainable_report(self):
@@ -73,22 +67,21 @@ class TrainEngine:
         with self.autocast():
             hidden, _ = self.model(inputs)
             loss, _ = self.model.loss(hidden, target, mask, self.label_smooth)
-        (loss * weight).backward()
+        self.optimizer.backward(loss * weight)
         return loss.item()
 
     def update(self, lr, clip, loss_scale=None):
         """Clip and take one AdamW step, then clear the gradients. With `loss_scale` (fp16) gradients are
         unscaled first and an overflowed update is skipped: returns False."""
-        params = list(self.trainable.values())
+        grads = [p.grad for p in self.trainable.values() if p.grad is not None]
         if loss_scale is not None:
-            grads = [p.grad for p in params if p.grad is not None]
             for g in grads:
                 g.div_(loss_scale)
             if not all(bool(torch.isfinite(g).all()) for g in grads):
                 self.optimizer.zero_grad()
                 return False
         if clip > 0:
-            clip_grad_norm(params, clip)
+            clip_grad_norm(grads, clip)
         self.optimizer.step(lr)
         self.optimizer.zero_grad()
         return True

@@ -3,14 +3,14 @@
 One layer covers both loralib variants: a projection whose output is cut into equal slices, some
 of which carry a low-rank update. The fused q/k/v projection has three slices (loralib's
 MergedLinear, e.g. LoRA on q and v only); every other projection has one (loralib's Linear).
-Helpers below mark what trains, list the LoRA tensors for checkpoints, and merge / unmerge.
+Helpers below mark what trains, list it (what an adapter stores), and merge / unmerge.
 """
 import sys
 
 import torch
 from torch import nn
 
-from lora_nlg.model.config import count_parameters, count_trainable, param_shapes
+from lora_nlg.model.config import LoRAConfig, count_parameters, count_trainable, param_shapes
 
 LORA_SUFFIXES = (".lora_A", ".lora_B")
 
@@ -21,26 +21,28 @@ class LoRAConv1D(nn.Module):
     The output is cut into len(enabled) equal slices of width n = out / len(enabled). Slice i with
     enabled[i] gets `scaling * dropout(x) @ A_j.T @ B_j.T`, where j counts the enabled slices before it,
     A_j = lora_A[j*r:(j+1)*r] ([r, in]) and B_j = lora_B[j*n:(j+1)*n] ([n, r]): loralib's layout,
-    so official adapters load unchanged. With r == 0 or no enabled slice it is a plain Conv1D
-    without LoRA parameters. Dropout applies to the LoRA branch input only, as in the reference.
+    so official adapters load unchanged. r, scaling (alpha / r) and dropout come from `lora` (a LoRAConfig;
+    None: no LoRA). With r == 0 or no enabled slice it is a plain Conv1D without LoRA parameters.
+    Dropout applies to the LoRA branch input only, as in the reference.
     """
 
-    def __init__(self, n_in, n_out, r=0, alpha=1.0, dropout=0.0, enabled=(True,)):
+    def __init__(self, n_in, n_out, lora=None, enabled=(True,)):
         super().__init__()
+        lora = lora or LoRAConfig(r=0)
         if n_out % len(enabled):
             raise ValueError(f"{len(enabled)} LoRA slices do not divide {n_out} outputs")
         self.weight = nn.Parameter(torch.zeros(n_in, n_out))
         self.bias = nn.Parameter(torch.zeros(n_out))
-        self.enabled = tuple(bool(on) and r > 0 for on in enabled)
-        self.r = r if any(self.enabled) else 0
+        self.enabled = tuple(bool(on) and lora.r > 0 for on in enabled)
+        self.r = lora.r if any(self.enabled) else 0
         self.slice_size = n_out // len(enabled)
-        self.scaling = alpha / r if self.r else 0.0
+        self.scaling = lora.scaling if self.r else 0.0
         self.merged = False
         if self.r:
             n_enabled = sum(self.enabled)
             self.lora_A = nn.Parameter(torch.zeros(self.r * n_enabled, n_in))
             self.lora_B = nn.Parameter(torch.zeros(self.slice_size * n_enabled, self.r))
-            self.lora_dropout = nn.Dropout(dropout)
+            self.lora_dropout = nn.Dropout(lora.dropout)
 
     def forward(self, x):
         out = x @ self.weight + self.bias
@@ -102,12 +104,7 @@ def is_lora_name(name):
 def set_trainable(model, lora):
     """Only LoRA tensors train (backbone frozen, as loralib's mark_only_lora_as_trainable); all when r == 0."""
     for name, param in model.named_parameters():
-        param.requires_grad_(lora.r == 0 or is_lora_name(name))
-
-
-def lora_state_dict(model):
-    """Name -> tensor of the LoRA parameters (canonical names, as an adapter file stores them)."""
-    return {name: param for name, param in model.named_parameters() if is_lora_name(name)}
+        param.requires_grad = lora.r == 0 or is_lora_name(name)
 
 
 def trainable_state_dict(model):

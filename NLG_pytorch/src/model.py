@@ -14,16 +14,20 @@ masked in every later step too, so each row computes exactly what it would alone
     hidden, presents = model(input_ids)                      # training: loss(hidden, target, mask)
     hidden, past = model(prompt_ids, left_pad=n_pad)          # decoding: logits(hidden[:, -1]), then
     hidden, past = model(next_ids[:, None], past=past, left_pad=n_pad)   # one token per step
+
+`pick_device(args.device)` is where both gpt2_ft.py and gpt2_beam.py decide the device the model runs on.
 """
 import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lora import LoRAConv1D
 from lora_nlg.checkpoints.tensor_files import check_shapes
 from lora_nlg.model.config import LoRAConfig
+from lora_nlg.util.flags import DeviceError
 
 MASKED_SCORE = -1e10  # the reference's fill: exp() gives exactly 0, and a row with no visible key stays finite
 LOSS_EPS = 1e-4  # the reference divides the masked loss sum by mask.sum() + 1e-4
@@ -32,6 +36,16 @@ LOSS_EPS = 1e-4  # the reference divides the masked loss sum by mask.sum() + 1e-
 def gelu(x):
     """GELU, tanh approximation (GPT-2's `gelu_new`)."""
     return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+
+
+def softmax(x):
+    """Softmax over the last dimension."""
+    return torch.softmax(x, dim=-1)
+
+
+def log_softmax(x):
+    """Log-softmax over the last dimension (the vocabulary)."""
+    return torch.log_softmax(x, dim=-1)
 
 
 class LayerNorm(nn.Module):
@@ -51,19 +65,23 @@ class LayerNorm(nn.Module):
 
 
 class Embedding(nn.Module):
-    """A lookup table `weight[ids]` (created as zeros: every model is loaded from numpy weights)."""
+    """A lookup table `weight[ids]` (created as zeros: every model is loaded from numpy weights).
+
+    Through F.embedding, whose CPU backward sums each row's gradients in a fixed order: the backward of
+    `weight[ids]` (index_put with accumulate) adds repeated ids from several threads, so two runs of the
+    same command differed in the last bits (and, over a pretraining run, in the base it made)."""
 
     def __init__(self, n, dim):
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(n, dim))
 
     def forward(self, ids):
-        return self.weight[ids]
+        return F.embedding(ids, self.weight)
 
 
 def projection(n_in, n_out, lora, layer):
     """The Conv1D named `layer` inside a block (a cards.LAYER_SLOTS key), with LoRA where `lora` targets it."""
-    return LoRAConv1D(n_in, n_out, lora.r, lora.alpha, lora.dropout, lora.enabled_slots(layer))
+    return LoRAConv1D(n_in, n_out, lora, lora.enabled_slots(layer))
 
 
 class Attention(nn.Module):
@@ -93,7 +111,7 @@ class Attention(nn.Module):
             k = torch.cat([layer_past[0], k], dim=2)
             v = torch.cat([layer_past[1], v], dim=2)
         scores = (q @ k.permute(0, 1, 3, 2)) / math.sqrt(q.shape[-1])
-        probs = torch.softmax(scores.masked_fill(blocked, MASKED_SCORE), dim=-1)
+        probs = softmax(scores.masked_fill(blocked, MASKED_SCORE))
         y = (probs @ v).permute(0, 2, 1, 3).reshape(b, t, c)
         return self.c_proj(y), (k, v)
 
@@ -154,8 +172,9 @@ class GPT2LMModel(nn.Module):
         past_len = 0 if past is None else past[0][0].shape[2]
         t = input_ids.shape[1]
         if past_len + t > self.config.n_positions:
-            raise ValueError(f"{past_len + t} tokens (left padding included) exceed n_positions={self.config.n_positions}")
-        positions, blocked = self.attention_layout(t, past_len, left_pad, input_ids.device)
+            raise ValueError(f"{past_len + t} tokens (left padding included) exceed "
+                             f"n_positions={self.config.n_positions}")
+        positions, blocked = self.attention_layout(t, past_len, left_pad)
         x = self.wte(input_ids) + self.wpe(positions)
         presents = []
         for i, block in enumerate(self.h):
@@ -163,13 +182,13 @@ class GPT2LMModel(nn.Module):
             presents.append(present)
         return self.ln_f(x), presents
 
-    @staticmethod
-    def attention_layout(t, past_len, left_pad, device):
+    def attention_layout(self, t, past_len, left_pad):
         """Position ids [B|1, T] and blocked-key mask [B|1, 1, T, past_len + T] of the T new tokens.
 
         Slot s of the cache holds the s-th token of the (padded) row. A query at slot q sees keys at
         slots <= q (causal) that are not pads (slot >= left_pad); its position id is q - left_pad.
         """
+        device = self.wte.weight.device
         query_slot = torch.arange(past_len, past_len + t, device=device)
         key_slot = torch.arange(past_len + t, device=device)
         blocked = key_slot[None, :] > query_slot[:, None]  # [T, S]
@@ -194,10 +213,10 @@ class GPT2LMModel(nn.Module):
         flat_mask = mask.reshape(-1)
         index = torch.nonzero(flat_mask > 0).reshape(-1)
         h = hidden.reshape(-1, hidden.shape[-1])[index]
-        logprobs = torch.log_softmax(self.logits(h), dim=-1)
+        logprobs = log_softmax(self.logits(h))
         per_token = -logprobs.gather(1, target.reshape(-1)[index][:, None]).reshape(-1)
         if label_smooth > 0:
-            per_token = (1.0 - label_smooth) * per_token + label_smooth * (-logprobs.mean(dim=-1))
+            per_token = (1.0 - label_smooth) * per_token + label_smooth * (-logprobs.mean(-1))
         loss = (per_token * flat_mask[index]).sum() / (flat_mask.sum() + LOSS_EPS)
         return loss, int(index.shape[0])
 
@@ -213,3 +232,15 @@ class GPT2LMModel(nn.Module):
         """Canonical name -> float32 numpy copy of the parameters (all, or just `names`)."""
         params = dict(self.named_parameters())
         return {n: params[n].detach().cpu().numpy().copy() for n in (params if names is None else names)}
+
+
+def pick_device(name):
+    """The device of gpt2_ft.py's and gpt2_beam.py's --device (auto, cpu, cuda or cuda:N, checked by the CLIs).
+
+    `auto` is cuda when torch sees a GPU, else cpu; asking for cuda without one is an error.
+    Returns the torch.device that the model and its inputs are moved to."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DeviceError(f"--device {name}: torch sees no CUDA device")
+    return torch.device(name)

@@ -38,6 +38,10 @@ class AdamW:
         self.exp_avg = {name: torch.zeros_like(p) for name, p in self.params.items()}
         self.exp_avg_sq = {name: torch.zeros_like(p) for name, p in self.params.items()}
 
+    def backward(self, loss):
+        """Add the gradient of `loss` to the parameters' `.grad` (loss.backward(): accumulates until zero_grad)."""
+        loss.backward()
+
     def zero_grad(self):
         for p in self.params.values():
             p.grad = None
@@ -84,19 +88,20 @@ class AdamW:
         with torch.no_grad():
             for name in self.params:
                 self.exp_avg[name].copy_(torch.from_numpy(np.asarray(arrays[f"exp_avg.{name}"], dtype=np.float32)))
-                self.exp_avg_sq[name].copy_(torch.from_numpy(np.asarray(arrays[f"exp_avg_sq.{name}"], dtype=np.float32)))
+                self.exp_avg_sq[name].copy_(torch.from_numpy(np.asarray(arrays[f"exp_avg_sq.{name}"],
+                                                                         dtype=np.float32)))
 
 
 @torch.no_grad()
-def clip_grad_norm(params, max_norm):
+def clip_grad_norm(grads, max_norm):
     """Scale gradients so their global L2 norm is at most max_norm, as torch.nn.utils.clip_grad_norm_:
     total = sqrt(sum of all squared gradient values); every gradient *= min(1, max_norm / (total + 1e-6)).
-    Returns total (before clipping) as a float."""
-    grads = [p.grad for p in params if p.grad is not None]
+    `grads`: gradient tensors (the parameters' `.grad`), scaled in place. Returns total (before clipping) as a float."""
+    grads = list(grads)
     if not grads:
         return 0.0
     total = torch.sqrt(sum((g * g).sum() for g in grads))
     coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
     for g in grads:
         g.mul_(coef)
-    return float(total)
+    return float(total.item())

@@ -8,8 +8,9 @@ padded with id 0 / mask 0.0. An example longer than seq_len keeps its first seq_
 the reference; such truncations are counted (`TrainBatches.n_truncated`) so callers report them.
 
 The reference pads every row to seq_len (512), while E2E rows average ~53 tokens; here a batch is
-padded to its longest row rounded up to a multiple of `pad_multiple` (few distinct shapes, so
-Jittor's per-shape kernels are reused), or to seq_len with `fixed_length=True`.
+padded to its longest row rounded up to a multiple of `pad_multiple` (8 suits GPU matmuls; Jittor's
+kernels are compiled per operator graph and dtype, not per input size, so the number of distinct widths
+costs it no compiling), or to seq_len with `fixed_length=True`.
 """
 from typing import NamedTuple
 
@@ -124,26 +125,16 @@ def eval_batches(examples, batch_size, seq_len, pad_multiple=8, fixed_length=Fal
 
 
 class QueryBatch(NamedTuple):
-    """Beam-search prompts, unpadded, so beam search can pad them left or right as it needs."""
+    """Beam-search prompts, unpadded; `left_padded` pads them for beam search (last tokens in the last column)."""
     ids: np.ndarray  # int64 [B]: indices of the queries (e.g. unique-context indices)
     contexts: list  # B int64 arrays
     lengths: np.ndarray  # int64 [B]
 
-    def right_padded(self, pad_id=PAD_ID):
-        return _pad(self.contexts, self.lengths, pad_id, left=False)
-
     def left_padded(self, pad_id=PAD_ID):
-        return _pad(self.contexts, self.lengths, pad_id, left=True)
-
-
-def _pad(contexts, lengths, pad_id, left):
-    out = np.full((len(contexts), int(lengths.max())), pad_id, dtype=np.int64)
-    for row, context in enumerate(contexts):
-        if left:
+        out = np.full((len(self.contexts), int(self.lengths.max())), pad_id, dtype=np.int64)
+        for row, context in enumerate(self.contexts):
             out[row, out.shape[1] - len(context):] = context
-        else:
-            out[row, :len(context)] = context
-    return out
+        return out
 
 
 def query_context(context, seq_len, eval_len):

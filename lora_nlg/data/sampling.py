@@ -1,6 +1,6 @@
 """Stratified sampling of INPUTS: a fraction of each stratum's inputs, with all their references.
 
-Sampling lines (what the seed project did) splits an input's references between kept and dropped
+Sampling lines (what the prior reproduction did) splits an input's references between kept and dropped
 ones, so a sampled test set has ~1.85 references per input instead of E2E's ~7.4 and multi-reference
 metrics change meaning. Here an input (the context text: an E2E meaning representation, a WebNLG /
 DART triple set; the same key decode groups references by) is kept or dropped with all its lines.

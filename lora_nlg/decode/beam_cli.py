@@ -7,6 +7,9 @@ there, so `--eos_token_id 628` means [50256, 628]. What is different: base weigh
 or `--random_seed` for a random model) and the trained weights (`--lora_checkpoint`, see
 lora_nlg.decode.beam_model) are separate flags, and each unique input is decoded once
 (lora_nlg.decode.beam_loop).
+
+    args = parse_args(argv, framework)      # the checked flags
+    settings = beam_settings(args)          # their search part, a BeamSettings (passed on explicitly)
 """
 import argparse
 
@@ -55,8 +58,17 @@ def build_parser(framework):
     return parser
 
 
+def beam_settings(args):
+    """The BeamSettings of parsed flags (a BeamError for values the search rules refuse)."""
+    return BeamSettings(
+        beam=args.beam, eval_len=args.eval_len, min_length=args.min_length, length_penalty=args.length_penalty,
+        no_repeat_ngram_size=args.no_repeat_ngram_size, repetition_penalty=args.repetition_penalty,
+        eos_ids=tuple(args.eos_token_id))
+
+
 def parse_args(argv=None, framework="pytorch"):
-    """Parsed and checked flags (`args.settings` holds the BeamSettings); a bad value exits with code 2."""
+    """Parsed and checked flags (their BeamSettings included: `beam_settings(args)`); a bad value exits
+    with code 2."""
     parser = build_parser(framework)
     args = parser.parse_args(argv)
     problems = [
@@ -69,10 +81,7 @@ def parse_args(argv=None, framework="pytorch"):
         if bad:
             parser.error(message)
     try:
-        args.settings = BeamSettings(
-            beam=args.beam, eval_len=args.eval_len, min_length=args.min_length, length_penalty=args.length_penalty,
-            no_repeat_ngram_size=args.no_repeat_ngram_size, repetition_penalty=args.repetition_penalty,
-            eos_ids=tuple(args.eos_token_id))
+        beam_settings(args)
     except BeamError as error:
         parser.error(str(error))
     return args

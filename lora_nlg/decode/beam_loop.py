@@ -13,8 +13,10 @@ from lora_nlg.util.errors import NLGError
 from lora_nlg.util.jsonl import write_jsonl
 
 
-def run(args, decode_batch):
+def run(args, settings, decode_batch):
     """Decode each unique input of --data once with decode_batch(QueryBatch) -> [ids per input]; write jsonl.
+
+    `args`: the parsed flags (data, batching, output); `settings`: their BeamSettings (eval_len, beam).
 
     The prediction file gets `{"id": i, "predict": ids}` for unique input i (order of first appearance);
     `predict` ends with the EOS id that finished the hypothesis, if one did.
@@ -27,13 +29,13 @@ def run(args, decode_batch):
     predictions = []
     start = time.perf_counter()
     with tqdm(total=len(contexts), unit="input", dynamic_ncols=True, leave=False) as progress:
-        for batch in query_batches(contexts, args.batch_size, args.seq_len, args.eval_len):
+        for batch in query_batches(contexts, args.batch_size, args.seq_len, settings.eval_len):
             predictions += decode_batch(batch)
             progress.update(len(batch.ids))
     seconds = time.perf_counter() - start
     path = os.path.join(args.work_dir, args.output_file)
     write_jsonl(path, ({"id": i, "predict": ids} for i, ids in enumerate(predictions)))
     print(f"decoded {len(contexts)} inputs in {seconds:.1f}s: {len(contexts) / seconds:.2f} examples/s "
-          f"(batch {args.batch_size}, beam {args.beam})")
+          f"(batch {args.batch_size}, beam {settings.beam})")
     print(f"saved predictions to {path}")
     return predictions

@@ -81,13 +81,14 @@ def _base_weights(args, config):
     raise NLGError("no base weights: give --init_checkpoint (or --random_seed for a random model)")
 
 
-def load_decoding_model(args):
-    """The model the flags describe; any missing, extra or mis-shaped tensor is an error naming its file."""
+def load_decoding_model(args, settings):
+    """The model the flags describe (`settings`, their BeamSettings, must fit its vocabulary); any missing,
+    extra or mis-shaped tensor is an error naming its file."""
     adapter = load_adapter(args.lora_checkpoint) if args.lora_checkpoint and is_adapter(args.lora_checkpoint) else None
     config = _model_config(args, adapter)
     if args.seq_len > config.n_positions:
         raise BeamError(f"--seq_len {args.seq_len}: exceeds the model's {config.n_positions} positions")
-    args.settings.check_vocabulary(config.vocab_size)
+    settings.check_vocabulary(config.vocab_size)
     lora = _lora_config(args, adapter)
     if args.lora_checkpoint is None:
         weights, description = _base_weights(args, config)

@@ -10,10 +10,10 @@ Paper settings (GPT-2 M) come from microsoft/LoRA's examples/NLG README and the 
 - decode and score: E2E references grouped per input and scored by e2e-metrics; WebNLG / DART
   with 6 reference files, `--tokenize --lower`, GenerationEval `-nr 6 -m bleu,meteor,ter`, WebNLG
   on all / seen / unseen categories (the paper's three BLEU columns).
-SQuAD v1.1 (the second seed, not in the paper): the seed's LoRA (r=8, alpha 16, dropout 0.1 on the
+SQuAD v1.1 (the SQuAD project's task, not in the paper): its LoRA (r=8, alpha 16, dropout 0.1 on the
 attention and feed-forward projections), 2 epochs; greedy answers of at most 32 tokens, stopped at a
 newline; EM / F1 by eval/squad_eval.py (the official v1.1 evaluation).
-Presets: `paper` = full data; `sampled` = the 18% stratified sample (what the seed reproduction
+Presets: `paper` = full data; `sampled` = the 18% stratified sample (what the prior reproduction
 ran); both fine-tune a pretrained GPT-2 Medium. `cpu` = the demos for 2 CPU cores (E2E and SQuAD): a
 small GPT-2 base pretrained here on non-E2E text (lora_nlg.data.pretrain_corpus), then LoRA on a sample.
 """
@@ -48,7 +48,7 @@ class Dataset:
     scorer: str = "generation"  # e2e: e2e-metrics; generation: GenerationEval; squad: EM / F1
 
 
-SQUAD_LORA = {"lora_dim": 8, "lora_alpha": 16, "lora_dropout": 0.1, "lora_targets": "attn,mlp"}  # the seed's
+SQUAD_LORA = {"lora_dim": 8, "lora_alpha": 16, "lora_dropout": 0.1, "lora_targets": "attn,mlp"}  # the SQuAD project's
 SQUAD_GREEDY = {"beam": 1, "length_penalty": 1.0, "no_repeat_ngram_size": 0, "eval_len": 32,
                 "eos_token_id": (198, 628)}  # stop at "\n" and "\n\n" (and <|endoftext|>, always)
 
@@ -72,6 +72,11 @@ class Preset:
     datasets: tuple = tuple(DATASETS)
     note: str = ""
     by_dataset: dict = field(default_factory=dict)  # dataset -> {"fraction", "train", "beam"} overriding the above
+    zero_shot: bool = False  # also score the base alone: with a base built here, that shows what LoRA adds
+
+    def builds_base(self, init_checkpoint):
+        """Whether a run builds its base model (the cpu demo's): no pretrained default, and none given."""
+        return self.pretrained is None and not init_checkpoint
 
     def fraction_of(self, dataset):
         return self.by_dataset.get(dataset, {}).get("fraction", self.fraction)
@@ -97,13 +102,13 @@ PRESETS = {
                       note="the 18% stratified sample, otherwise the paper's settings"),
     "cpu": Preset(
         "cpu", 0.18, "cpu_demo",
-        # The SQuAD seed's LoRA (r=8, alpha 16 on attention + MLP), one epoch (E2E: 977 steps), lr 5e-3. On
+        # The SQuAD project's LoRA (r=8, alpha 16 on attention + MLP), one epoch (E2E: 977 steps), lr 5e-3. On
         # this 7M-parameter base the paper's q,v r=4 (8,192 weights) reached E2E BLEU 15-16 at lr 2e-3-1e-2;
         # attention + MLP r=8 (73,728) 38 (README, "CPU demo")
         train={"model_card": "gpt2.tiny", **SQUAD_LORA, "lr": 0.005, "warmup_step": 50, "max_epoch": 1,
                "log_interval": 50, "eval_interval": 1000, "save_interval": 1000},
         beam={"batch_size": 32},
-        pretrained=None, datasets=("e2e", "squad"),
+        pretrained=None, datasets=("e2e", "squad"), zero_shot=True,
         note="2 CPU cores: gpt2.tiny pretrained here on WebNLG + E2E-free DART + SQuAD-train text, then LoRA on a "
              "sample",
         # SQuAD: 5% of the articles (~4,000 training questions), prompts cut to fit 384 tokens, one epoch

@@ -9,6 +9,8 @@ therefore on by default; `--no_correct_bias` turns it off.
 """
 import argparse
 import os
+from dataclasses import dataclass, fields
+from typing import Optional
 
 from lora_nlg.model.config import CARDS, DEFAULT_TARGETS
 from lora_nlg.train.schedules import SCHEDULES
@@ -28,6 +30,30 @@ PATH_SETTINGS = ("train_data", "init_checkpoint")
 
 class TrainConfigError(NLGError):
     """Flags this machine cannot run as given (e.g. --bf16 without a CUDA device)."""
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """The flags a TrainEngine (NLG_<framework>/src/gpt2_ft.py) reads, named as the flags; the loop keeps the rest.
+
+    Built from the parsed flags by `engine_settings(args)`, so the engines never see the argparse Namespace.
+    """
+    device: str  # --device: auto, cpu, cuda or cuda:N (each tree's model.pick_device checks it exists)
+    fp16: bool
+    bf16: bool
+    random_seed: int  # the framework RNG's seed at start (LoRA dropout)
+    init_checkpoint: Optional[str]  # names the source of the initial weights in shape errors
+    adam_beta1: float
+    adam_beta2: float
+    adam_epsilon: float
+    weight_decay: float
+    correct_bias: bool
+    label_smooth: float
+
+
+def engine_settings(args):
+    """The EngineSettings of parsed gpt2_ft.py flags."""
+    return EngineSettings(**{field.name: getattr(args, field.name) for field in fields(EngineSettings)})
 
 
 def build_parser(framework):

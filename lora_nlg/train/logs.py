@@ -1,7 +1,7 @@
 """Training logs: the human lines of microsoft/LoRA's gpt2_ft.py, the same numbers as jsonl, and a reader.
 
 `<work_dir>/log.txt` gets every line printed to stdout, with train, eval and save lines in the
-reference's exact format (as in the seed README), so logs of either tree, or of the reference,
+reference's exact format (as in the prior reproduction's README), so logs of either tree, or of the reference,
 read alike (the eval line ends in a space):
 
     | epoch   2 step     2100 |    207 batches | lr 0.000164 | ms/batch 728.20 | loss  2.57 | avg loss  2.67 | ppl 14.51

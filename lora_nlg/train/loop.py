@@ -9,7 +9,8 @@ at each epoch end and at the last step too, keeps the best adapter (`model.best`
 non-finite loss, and resumes exactly (lora_nlg.train.state).
 
 A TrainEngine (NLG_<framework>/src/gpt2_ft.py) does the tensor work:
-    engine = TrainEngine(config, lora, weights, args)   # model on args.device, trainable marked, AdamW
+    engine = TrainEngine(config, lora, weights, settings)  # model on settings.device, trainable marked, AdamW
+                                                        # (settings = lora_nlg.train.cli.engine_settings(args))
     engine.framework                                    # "pytorch" / "jittor", written into adapters
     engine.trainable_report()                           # the trainable-parameter line (count checked)
     engine.seed(n)                                      # reseed the framework RNG (LoRA dropout)
@@ -32,7 +33,7 @@ from lora_nlg.checkpoints.gpt2_weights import load_gpt2_weights
 from lora_nlg.data.batching import TrainBatches, eval_batches, load_encoded
 from lora_nlg.model.config import LoRAConfig, count_parameters, count_trainable, get_card, lora_shapes, param_shapes
 from lora_nlg.model.init_weights import init_gpt2_weights, init_lora_weights
-from lora_nlg.train.cli import parse_args, resume_settings
+from lora_nlg.train.cli import engine_settings, parse_args, resume_settings
 from lora_nlg.train.logs import SEPARATOR, TrainLog, echo_above_bar, perplexity, progress_bar, resume_line
 from lora_nlg.train.schedules import lr_at
 from lora_nlg.train.state import (
@@ -121,7 +122,8 @@ class Run:
             check_settings(self.state.settings, settings, self.state_path)
         else:
             self.state = TrainState(settings=settings)
-        self.engine = engine_class(self.config, self.lora, initial_weights(args, self.config, self.lora), args)
+        self.engine = engine_class(self.config, self.lora, initial_weights(args, self.config, self.lora),
+                                   engine_settings(args))
         if groups is not None:
             self.engine.load_state(groups, self.state_path)
         self.state.framework = self.engine.framework

@@ -4,13 +4,12 @@ The PyTorch values come from tests/alignment/torch_reference.py, run in .venv-to
 (the two frameworks never share a process); every input, weights included, is read from its files.
 """
 import json
-import pathlib
-import subprocess
 from typing import NamedTuple
 
 import numpy as np
 import pytest
 
+from alignment.torch_side import run_torch_script
 from jittor_env import jt
 from lora import set_trainable, trainable_state_dict
 from lora_nlg.checkpoints.adapter import load_adapter, save_adapter
@@ -18,22 +17,14 @@ from lora_nlg.model.config import LoRAConfig, get_card
 from model import GPT2LMModel
 from optim import AdamW, clip_grad_norm
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-TORCH_PYTHON = ROOT / ".venv-torch" / "bin" / "python"
-REFERENCE_SCRIPT = ROOT / "tests" / "alignment" / "torch_reference.py"
+REFERENCE_SCRIPT = "torch_reference.py"  # in tests/alignment
 CASES = ("lora_qv", "lora_attn_mlp", "full")
-
-
-def _run_torch(*args):
-    result = subprocess.run([str(TORCH_PYTHON), str(REFERENCE_SCRIPT), *map(str, args)], capture_output=True,
-                            text=True, cwd=ROOT, timeout=300)
-    assert result.returncode == 0, result.stderr
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     out = tmp_path_factory.mktemp("torch_reference")
-    _run_torch(out)
+    run_torch_script(REFERENCE_SCRIPT, out)
     meta = json.loads((out / "cases.json").read_text())
     base = dict(np.load(out / "base.npz"))
     weights = {k[len("weight."):]: v for k, v in base.items() if k.startswith("weight.")}
@@ -173,7 +164,8 @@ def test_jittor_adapter_loads_in_torch_with_the_same_logits(reference, jittor_ru
     stem = save_adapter(tmp_path / "model.1", state, model.config, model.lora, meta["card"], 1, "jittor")
     model.eval()
     logits = model.logits(model(jt.array(base["input"]))[0]).numpy()
-    _run_torch("--adapter", stem, "--base", out / "base.npz", "--out", tmp_path / "torch_logits.npz")
+    run_torch_script(REFERENCE_SCRIPT, "--adapter", stem, "--base", out / "base.npz", "--out",
+                     tmp_path / "torch_logits.npz")
     expected = np.load(tmp_path / "torch_logits.npz")["logits"]
     print(f"jittor adapter in torch: logits max abs diff {np.abs(logits - expected).max():.2e}")
     assert np.abs(logits - expected).max() <= 1e-4

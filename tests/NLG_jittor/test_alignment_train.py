@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 import gpt2_ft
-from alignment.train_runs import TORCH_PYTHON, events, finish, logits_batch, start_torch_ft
+from alignment.torch_side import run_torch_script
+from alignment.train_runs import events, finish, logits_batch, start_torch_ft
 from jittor_env import jt
 from lora_nlg.checkpoints.adapter import load_adapter
 from lora_nlg.model.init_weights import init_gpt2_weights
@@ -23,13 +24,13 @@ from model import GPT2LMModel
 from testpaths import MIRROR
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-TORCH_SCRIPT = ROOT / "tests" / "alignment" / "torch_train_reference.py"
+TORCH_SCRIPT = "torch_train_reference.py"  # in tests/alignment
 STEPS, SEED, SEQ_LEN, VALID_ROWS, LOGIT_ROWS = 50, 110, 64, 16, 4
 # lr 2e-3 after 5 warm-up steps moves the loss of the random init visibly within 50 steps
 FLAGS = ["--model_card", "gpt2.tiny", "--train_batch_size", "4", "--valid_batch_size", "8", "--seq_len", str(SEQ_LEN),
          "--max_step", str(STEPS), "--lr", "0.002", "--warmup_step", "5", "--log_interval", "1",
          "--eval_interval", str(STEPS), "--save_interval", str(STEPS), "--random_seed", str(SEED)]
-# the paper's LoRA (q, v) without and with dropout, and the SQuAD seed's (r=8, alpha 16 on attention + MLP)
+# the paper's LoRA (q, v) without and with dropout, and the SQuAD project's (r=8, alpha 16 on attention + MLP)
 VARIANTS = {"qv": ["--lora_dropout", "0.0"], "qv_dropout": ["--lora_dropout", "0.1"],
             "attn_mlp_r8": ["--lora_targets", "attn,mlp", "--lora_dim", "8", "--lora_alpha", "16",
                             "--lora_dropout", "0.0"]}
@@ -135,10 +136,8 @@ def _jittor_logits_and_weights(stem, batch):
 def test_adapters_trained_by_either_framework_load_in_the_other(runs, e2e, tmp_path):
     """torch's trained adapter in Jittor, Jittor's in torch: the same tensors in the model, the same logits."""
     stems = [runs[fw, "qv_dropout"] / f"model.{STEPS}" for fw in ("pytorch", "jittor")]
-    result = subprocess.run([str(TORCH_PYTHON), str(TORCH_SCRIPT), *map(str, stems), "--valid", str(e2e[1]),
-                             "--out", str(tmp_path / "torch.npz"), "--seed", str(SEED), "--rows", str(LOGIT_ROWS),
-                             "--seq_len", str(SEQ_LEN)], capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert result.returncode == 0, result.stderr
+    run_torch_script(TORCH_SCRIPT, *stems, "--valid", e2e[1], "--out", tmp_path / "torch.npz", "--seed", SEED,
+                     "--rows", LOGIT_ROWS, "--seq_len", SEQ_LEN)
     torch_side = np.load(tmp_path / "torch.npz")
     batch = logits_batch(e2e[1], LOGIT_ROWS, SEQ_LEN)
     for i, stem in enumerate(stems):

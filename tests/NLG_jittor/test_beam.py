@@ -13,6 +13,7 @@ from alignment.beam_cases import EOS_IDS, SETTINGS, CountingModel, decode_with, 
 from alignment.beam_reference import reference_beam_search
 from alignment.fixtures import SMALL
 from jittor_env import jt
+from lora_nlg.util.errors import NLGError
 from model import GPT2LMModel
 
 
@@ -85,10 +86,10 @@ def test_device_flag_takes_cuda_only_where_jittor_has_it():
     use_cuda = jt.flags.use_cuda
     try:
         if use_cuda:
-            assert gpt2_beam.resolve_device("cuda") == "cuda"
+            assert gpt2_beam.pick_device("cuda") == "cuda"
         else:
-            with pytest.raises(gpt2_beam.NLGError, match="--device cuda:1: Jittor sees no CUDA device"):
-                gpt2_beam.resolve_device("cuda:1")
-        assert gpt2_beam.resolve_device("cpu") == "cpu" and not jt.flags.use_cuda
+            with pytest.raises(NLGError, match="--device cuda:1: Jittor sees no CUDA device"):
+                gpt2_beam.pick_device("cuda:1")
+        assert gpt2_beam.pick_device("cpu") == "cpu" and not jt.flags.use_cuda
     finally:
         jt.flags.use_cuda = use_cuda

@@ -9,8 +9,6 @@ subprocess) and one written here from Jittor weights; each is decoded by both pr
 """
 import contextlib
 import io
-import pathlib
-import subprocess
 
 import numpy as np
 import pytest
@@ -18,6 +16,7 @@ import pytest
 import gpt2_beam
 from alignment.beam_cases import ADAPTER_B_STD, E2E_FLAGS, peaked_weights, write_e2e_queries
 from alignment.fixtures import lora_weights
+from alignment.torch_side import run_torch_script
 from jittor_env import jt
 from lora import set_trainable, trainable_state_dict
 from lora_nlg.checkpoints.adapter import load_adapter, save_adapter
@@ -26,9 +25,7 @@ from lora_nlg.model.config import LoRAConfig, get_card
 from lora_nlg.util.jsonl import read_jsonl
 from model import GPT2LMModel
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-TORCH_PYTHON = ROOT / ".venv-torch" / "bin" / "python"
-REFERENCE_SCRIPT = ROOT / "tests" / "alignment" / "torch_beam_reference.py"
+REFERENCE_SCRIPT = "torch_beam_reference.py"  # in tests/alignment
 CARD = "gpt2.tiny"
 LORA = LoRAConfig(r=4, alpha=32, targets="q,v")
 N_INPUTS = 24
@@ -78,10 +75,8 @@ def runs(tmp_path_factory):
     decodes = []
     for name, adapter in adapters.items():
         decodes += ["--decode", str(adapter), str(out / "torch" / name)]
-    result = subprocess.run([str(TORCH_PYTHON), str(REFERENCE_SCRIPT), "--write_adapter", str(adapters["torch"]),
-                             "--lora_seed", str(TORCH_LORA_SEED), *decodes, "--", *beam_flags],
-                            capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert result.returncode == 0, result.stderr
+    run_torch_script(REFERENCE_SCRIPT, "--write_adapter", adapters["torch"], "--lora_seed", TORCH_LORA_SEED, *decodes,
+                     "--", *beam_flags)
     runs = {}
     for name, adapter in adapters.items():
         torch_dir, jittor_dir = out / "torch" / name, out / "jittor" / name

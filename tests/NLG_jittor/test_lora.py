@@ -7,7 +7,7 @@ import pytest
 from alignment import numpy_reference as ref
 from alignment.fixtures import SMALL, lora_weights, random_weights, token_ids
 from jittor_env import jt
-from lora import LoRAConv1D, lora_state_dict, merge_lora, report_trainable, set_trainable, unmerge_lora
+from lora import LoRAConv1D, is_lora_name, merge_lora, report_trainable, set_trainable, unmerge_lora
 from lora_nlg.model.config import LoRAConfig, count_trainable, get_card, lora_shapes
 from model import GPT2LMModel
 from optim import AdamW
@@ -15,8 +15,13 @@ from optim import AdamW
 ALL_TARGETS = LoRAConfig(r=4, alpha=32, targets="attn,mlp")
 
 
+def lora_state_dict(model):
+    """Name -> parameter of the LoRA tensors (canonical names, as an adapter file stores them)."""
+    return {name: param for name, param in model.named_parameters() if is_lora_name(name)}
+
+
 def _random_layer(enabled, r=3, n_in=8, n_out=12, dropout=0.0):
-    layer = LoRAConv1D(n_in, n_out, r=r, alpha=6.0, dropout=dropout, enabled=enabled)
+    layer = LoRAConv1D(n_in, n_out, LoRAConfig(r=r, alpha=6.0, dropout=dropout), enabled=enabled)
     rng = np.random.default_rng(0)
     for _, p in layer.named_parameters():
         p.update(jt.array(rng.normal(size=tuple(p.shape)).astype(np.float32)))
@@ -37,8 +42,9 @@ def test_layer_equals_loralib_grouped_formula(enabled):
 
 
 def test_layer_without_lora_has_no_lora_parameters():
-    assert [n for n, _ in LoRAConv1D(8, 12, r=4, enabled=(False, False, False)).named_parameters()] == ["weight", "bias"]
-    assert [n for n, _ in LoRAConv1D(8, 12, r=0, enabled=(True,)).named_parameters()] == ["weight", "bias"]
+    no_slot = LoRAConv1D(8, 12, LoRAConfig(r=4), enabled=(False, False, False))
+    assert [n for n, _ in no_slot.named_parameters()] == ["weight", "bias"]
+    assert [n for n, _ in LoRAConv1D(8, 12, LoRAConfig(r=0), enabled=(True,)).named_parameters()] == ["weight", "bias"]
 
 
 def test_merge_equals_unmerged_and_unmerge_restores():

@@ -27,7 +27,7 @@ from lora_nlg.data.batching import TrainBatches, eval_batches, load_encoded
 from lora_nlg.model import config
 from lora_nlg.model.config import LoRAConfig
 from lora_nlg.model.init_weights import init_gpt2_weights, init_lora_weights
-from lora_nlg.train.cli import parse_args
+from lora_nlg.train.cli import engine_settings, parse_args
 from lora_nlg.train.schedules import lr_at
 from lora_nlg.train.state import load_train_state
 from model import GPT2LMModel
@@ -118,7 +118,7 @@ def micro_engine(data, tmp_path, dropout):
     weights = {**init_gpt2_weights(MICRO, SEED), **init_lora_weights(MICRO, lora, SEED)}
     args = parse_args(micro_argv(data, tmp_path, "--lora_dropout", str(dropout)))
     batch = next(TrainBatches(load_encoded(data[0]), 4, 32, SEED).epoch(1))
-    return gpt2_ft.TrainEngine(MICRO, lora, weights, args), weights, batch
+    return gpt2_ft.TrainEngine(MICRO, lora, weights, engine_settings(args)), weights, batch
 
 
 def test_engine_updates_trainable_parameters_only(data, tmp_path):

@@ -11,11 +11,19 @@ import numpy as np
 import pytest
 import torch
 
-from alignment.beam_cases import EOS_IDS, SEQ_LEN, SETTINGS, CountingModel, eos_prone_weights, random_prompts
+from alignment.beam_cases import (
+    EOS_IDS,
+    SEQ_LEN,
+    SETTINGS,
+    CountingModel,
+    decode_with,
+    eos_prone_weights,
+    random_prompts,
+)
 from alignment.beam_reference import log_softmax, reference_beam_search
+from alignment.fixtures import SMALL
 from gpt2_beam import beam_search
-from hf_reference import SMALL
-from lora_nlg.data.batching import query_batches
+from lora_nlg.data.tokenizer import EOS_ID
 from lora_nlg.decode.beam import BeamBook, BeamError, BeamSettings, length_denominators
 from model import GPT2LMModel
 
@@ -36,10 +44,7 @@ def prompts():
 
 
 def decode(model, prompts, settings, batch_size, seq_len=SEQ_LEN):
-    out = []
-    for batch in query_batches(prompts, batch_size, seq_len, settings.eval_len):
-        out += beam_search(model, batch, settings)
-    return out
+    return decode_with(beam_search, model, prompts, settings, batch_size, seq_len)
 
 
 def full_forward_logits(model):
@@ -224,5 +229,5 @@ def test_bad_settings_name_the_flag(values, problem):
 
 
 def test_eos_outside_the_vocabulary_is_an_error():
-    with pytest.raises(BeamError, match="--eos_token_id 50256: not in the vocabulary of 300 tokens"):
+    with pytest.raises(BeamError, match=f"--eos_token_id {EOS_ID}: not in the vocabulary of 300 tokens"):
         BeamBook(BeamSettings(beam=2, eval_len=4), 1, SMALL.vocab_size)

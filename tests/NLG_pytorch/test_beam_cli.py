@@ -1,23 +1,24 @@
 """gpt2_beam.py as a program: flags, which weights it loads, the prediction file, and one-line errors."""
 import json
 
-import numpy as np
 import pytest
 import torch
 
 import gpt2_beam
+from alignment.beam_cases import decode_with
+from alignment.fixtures import lora_weights
 from lora import merge_lora
 from lora_nlg.checkpoints.adapter import save_adapter
-from lora_nlg.data.batching import query_batches
+from lora_nlg.data.tokenizer import EOS_ID
 from lora_nlg.decode.beam import BeamSettings
-from lora_nlg.decode.beam_cli import parse_args
+from lora_nlg.decode.beam_cli import beam_settings, parse_args
 from lora_nlg.model.config import GPT2Config, LoRAConfig, get_card
-from lora_nlg.model.init_weights import init_gpt2_weights, init_lora_weights
+from lora_nlg.model.init_weights import init_gpt2_weights
 from lora_nlg.util.errors import run_cli
 from model import GPT2LMModel
 
 LORA = LoRAConfig(r=4, alpha=32, targets="q,v")
-TINY = GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=64)  # the real vocabulary: EOS 50256 exists
+TINY = GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=64)  # the real vocabulary: EOS_ID exists
 CONTEXTS = [[1, 2, 3, 50], [7, 8, 50], [1, 2, 3, 50], [9, 10, 11, 12, 13, 50], [7, 8, 50]]  # 3 unique
 
 
@@ -26,16 +27,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def trained_lora(config, seed=5):
     """LoRA tensors with a non-zero B, so the adapter changes the outputs."""
-    rng = np.random.default_rng(seed)
-    return {n: (rng.normal(0, 0.2, w.shape).astype(np.float32) if n.endswith("lora_B") else w)
-            for n, w in init_lora_weights(config, LORA, seed).items()}
+    return lora_weights(config, LORA, seed, b_std=0.2)
 
 
 @pytest.fixture
 def run_dir(tmp_path):
     with open(tmp_path / "test.jsonl", "w") as f:
         for context in CONTEXTS:
-            f.write(json.dumps({"context": context, "completion": [4, 50256]}) + "\n")
+            f.write(json.dumps({"context": context, "completion": [4, EOS_ID]}) + "\n")
     return tmp_path
 
 
@@ -52,10 +51,8 @@ def expected_predictions(weights, config, lora, settings, contexts):
     model = GPT2LMModel(config, lora).eval()
     model.load_weights(weights)
     merge_lora(model)
-    out = []
-    for batch in query_batches(contexts, 2, 32, settings.eval_len):  # as the runs below: identical arithmetic
-        out += gpt2_beam.beam_search(model, batch, settings)
-    return out
+    # batch size 2 and seq_len 32, as the runs below: identical arithmetic
+    return decode_with(gpt2_beam.beam_search, model, contexts, settings, batch_size=2, seq_len=32)
 
 
 def test_adapter_run_decodes_each_unique_input_once(run_dir):
@@ -64,7 +61,7 @@ def test_adapter_run_decodes_each_unique_input_once(run_dir):
     gpt2_beam.main(beam_argv(run_dir, "--random_seed", "3", "--lora_checkpoint", str(run_dir / "model.7"),
                              "--eos_token_id", "60"))
     records = read_predictions(run_dir / "out.jsonl")
-    settings = BeamSettings(beam=3, eval_len=6, eos_ids=(50256, 60))
+    settings = BeamSettings(beam=3, eval_len=6, eos_ids=(EOS_ID, 60))
     unique = [[1, 2, 3, 50], [7, 8, 50], [9, 10, 11, 12, 13, 50]]
     expected = expected_predictions({**init_gpt2_weights(TINY, 3), **lora}, TINY, LORA, settings, unique)
     assert records == [{"id": i, "predict": p} for i, p in enumerate(expected)]
@@ -74,7 +71,7 @@ def test_adapter_run_decodes_each_unique_input_once(run_dir):
 
 def test_eos_ids_append_to_the_default_and_reference_defaults():
     args = parse_args(["--data", "x", "--eos_token_id", "628"])
-    assert args.settings.eos_ids == (50256, 628)
+    assert beam_settings(args).eos_ids == (EOS_ID, 628)
     assert (args.batch_size, args.seq_len, args.eval_len, args.beam, args.no_repeat_ngram_size) == (10, 512, 256, 1, 4)
     assert (args.length_penalty, args.repetition_penalty, args.min_length) == (1.0, 1.0, 0)
 

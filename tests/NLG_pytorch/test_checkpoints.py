@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from hf_reference import SMALL, hf_model, random_weights
+from alignment.fixtures import SMALL, lora_weights, random_weights
+from hf_reference import hf_model
 from lora import set_trainable, trainable_state_dict
 from lora_nlg.checkpoints.adapter import load_adapter, save_adapter
 from lora_nlg.checkpoints.gpt2_weights import canonical_tensors, load_gpt2_weights
@@ -151,10 +152,7 @@ def test_official_microsoft_lora_adapter_loads(tmp_path):
 @pytest.mark.parametrize("lora", [LoRAConfig(r=4, alpha=32, targets="q,v,proj"), LoRAConfig(r=0)])
 def test_adapter_from_a_trained_model_rebuilds_it(tmp_path, lora):
     model = GPT2LMModel(SMALL, lora).eval()
-    rng = np.random.default_rng(0)
-    lora_weights = {n: rng.normal(0, 0.05, w.shape).astype(np.float32)
-                    for n, w in init_lora_weights(SMALL, lora, 0).items()}
-    model.load_weights({**WEIGHTS, **lora_weights})
+    model.load_weights({**WEIGHTS, **lora_weights(SMALL, lora)})
     set_trainable(model, lora)
     state = model.numpy_weights(list(trainable_state_dict(model)))
     stem = save_adapter(tmp_path / "model.3", state, SMALL, lora, "custom", 3, "pytorch")

@@ -1,7 +1,6 @@
 """Damaged torch `.bin` checkpoints: a one-line error naming the file and the problem, in both venvs (never a crash)."""
 import pathlib
 import subprocess
-import sys
 import zipfile
 
 import numpy as np

@@ -1,23 +1,26 @@
 """The LoRA layer (loralib layout), merge / unmerge, trainable marking and counts."""
 import io
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from hf_reference import SMALL, random_weights
-from lora import LoRAConv1D, lora_state_dict, merge_lora, report_trainable, set_trainable, unmerge_lora
+from alignment.fixtures import SMALL, lora_weights, random_weights
+from lora import LoRAConv1D, is_lora_name, merge_lora, report_trainable, set_trainable, unmerge_lora
 from lora_nlg.model.config import LoRAConfig, count_trainable, get_card, lora_shapes
-from lora_nlg.model.init_weights import init_lora_weights
 from model import GPT2LMModel
 
 ALL_TARGETS = LoRAConfig(r=4, alpha=32, targets="attn,mlp")
 
 
+def lora_state_dict(model):
+    """Name -> parameter of the LoRA tensors (canonical names, as an adapter file stores them)."""
+    return {name: param for name, param in model.named_parameters() if is_lora_name(name)}
+
+
 def _random_layer(enabled, r=3, n_in=8, n_out=12, dropout=0.0):
     torch.manual_seed(0)
-    layer = LoRAConv1D(n_in, n_out, r=r, alpha=6.0, dropout=dropout, enabled=enabled)
+    layer = LoRAConv1D(n_in, n_out, LoRAConfig(r=r, alpha=6.0, dropout=dropout), enabled=enabled)
     with torch.no_grad():
         for p in layer.parameters():
             p.normal_()
@@ -42,8 +45,9 @@ def test_layer_equals_loralib_grouped_formula(enabled):
 
 
 def test_layer_without_lora_has_no_lora_parameters():
-    assert [n for n, _ in LoRAConv1D(8, 12, r=4, enabled=(False, False, False)).named_parameters()] == ["weight", "bias"]
-    assert [n for n, _ in LoRAConv1D(8, 12, r=0, enabled=(True,)).named_parameters()] == ["weight", "bias"]
+    no_slot = LoRAConv1D(8, 12, LoRAConfig(r=4), enabled=(False, False, False))
+    assert [n for n, _ in no_slot.named_parameters()] == ["weight", "bias"]
+    assert [n for n, _ in LoRAConv1D(8, 12, LoRAConfig(r=0), enabled=(True,)).named_parameters()] == ["weight", "bias"]
 
 
 def test_merge_equals_unmerged_and_unmerge_restores():
@@ -60,10 +64,7 @@ def test_merge_equals_unmerged_and_unmerge_restores():
 
 def _gpt2(lora, b_std):
     model = GPT2LMModel(SMALL, lora).eval()
-    weights = random_weights()
-    rng = np.random.default_rng(1)
-    for name, w in init_lora_weights(SMALL, lora, seed=2).items():
-        weights[name] = rng.normal(0, b_std, w.shape).astype(np.float32) if name.endswith("lora_B") else w
+    weights = {**random_weights(), **lora_weights(SMALL, lora, seed=2, b_std=b_std)}
     model.load_weights(weights)
     return model
 

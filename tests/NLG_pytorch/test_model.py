@@ -1,11 +1,10 @@
 """GPT-2 forward against Hugging Face, the KV cache, left padding, and the masked loss."""
-import numpy as np
 import pytest
 import torch
 
-from hf_reference import SMALL, hf_model, random_weights
+from alignment.fixtures import SMALL, lora_weights, random_weights, token_ids
+from hf_reference import hf_model
 from lora_nlg.model.config import LoRAConfig, lora_shapes, param_shapes
-from lora_nlg.model.init_weights import init_lora_weights
 from lora_nlg.util.errors import CheckpointError
 from model import GPT2LMModel
 
@@ -17,16 +16,13 @@ def _model(lora=None, seed=0):
     model = GPT2LMModel(SMALL, lora).eval()
     weights = random_weights(seed=seed)
     if lora is not None:
-        rng = np.random.default_rng(seed + 7)
-        lora_weights = init_lora_weights(SMALL, lora, seed)
-        weights.update({n: rng.normal(0, 0.05, w.shape).astype(np.float32) if n.endswith("lora_B") else w
-                        for n, w in lora_weights.items()})
+        weights.update(lora_weights(SMALL, lora, seed))
     model.load_weights(weights)
     return model
 
 
 def _ids(shape, seed=0):
-    return torch.from_numpy(np.random.default_rng(seed).integers(0, SMALL.vocab_size, shape))
+    return torch.from_numpy(token_ids(shape, seed=seed))
 
 
 def test_logits_equal_huggingface_gpt2():

@@ -6,11 +6,10 @@ import pytest
 import torch
 
 from alignment import numpy_reference
-from hf_reference import SMALL, random_weights
+from alignment.fixtures import SMALL, lora_weights, random_weights
 from lora import set_trainable
 from lora_nlg.checkpoints.tensor_files import read_tensors, save_safetensors
 from lora_nlg.model.config import LoRAConfig
-from lora_nlg.model.init_weights import init_lora_weights
 from lora_nlg.train.schedules import ScheduleError, lr_at
 from model import GPT2LMModel
 from optim import AdamW, clip_grad_norm
@@ -42,11 +41,7 @@ def test_adamw_equals_the_reference_formula_for_three_steps(correct_bias, weight
 def _trained_one_step(lora):
     """One forward / backward / AdamW step; returns (weights before, weights after, trainable names)."""
     model = GPT2LMModel(SMALL, lora)
-    weights = random_weights()
-    if lora.r:
-        rng = np.random.default_rng(4)  # nonzero B, so A gets a gradient on this step too
-        weights.update({n: rng.normal(0, 0.05, w.shape).astype(np.float32) if n.endswith("lora_B") else w
-                        for n, w in init_lora_weights(SMALL, lora, 0).items()})
+    weights = {**random_weights(), **lora_weights(SMALL, lora, seed=4)}  # nonzero B: A gets a gradient too
     model.load_weights(weights)
     set_trainable(model, lora)
     model.train()
@@ -119,7 +114,7 @@ def test_clip_grad_norm_equals_torch(max_norm):
     theirs = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]
     for p, q, g in zip(ours, theirs, grads):
         p.grad, q.grad = g.clone(), g.clone()
-    total = clip_grad_norm(ours, max_norm)
+    total = clip_grad_norm([p.grad for p in ours], max_norm)
     expected = torch.nn.utils.clip_grad_norm_(theirs, max_norm)
     assert total == pytest.approx(expected.item(), rel=1e-6)
     for p, q in zip(ours, theirs):

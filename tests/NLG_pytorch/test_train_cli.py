@@ -11,22 +11,20 @@ import pytest
 import torch
 
 import gpt2_ft
-from alignment.train_runs import events, reference_eval_line, reference_train_line  # noqa: E402
+from alignment.train_runs import MICRO, SEED, events, reference_eval_line, reference_train_line, write_dataset
+from alignment.train_runs import micro_argv as argv
 from lora_nlg.checkpoints.adapter import load_adapter
 from lora_nlg.checkpoints.tensor_files import save_safetensors
 from lora_nlg.data.batching import TrainBatches, eval_batches, load_encoded
 from lora_nlg.model import config
-from lora_nlg.model.config import GPT2Config, LoRAConfig
+from lora_nlg.model.config import LoRAConfig
 from lora_nlg.model.init_weights import init_gpt2_weights, init_lora_weights
-from lora_nlg.train.cli import parse_args
+from lora_nlg.train.cli import engine_settings, parse_args
 from lora_nlg.train.schedules import lr_at
 from lora_nlg.train.state import load_train_state
-from lora_nlg.util.jsonl import write_jsonl
 from model import GPT2LMModel
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-SEED = 110
-MICRO = GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=512, n_positions=64)
 
 
 @pytest.fixture(autouse=True)
@@ -34,23 +32,10 @@ def micro_card(monkeypatch):
     monkeypatch.setitem(config.CARDS, "gpt2.micro", MICRO)
 
 
-def write_dataset(path, n, seed):
-    rng = np.random.default_rng(seed)
-    write_jsonl(path, [{"context": rng.integers(1, 512, rng.integers(4, 16)).tolist(),
-                        "completion": rng.integers(1, 512, rng.integers(3, 10)).tolist()} for _ in range(n)])
-    return path
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     folder = tmp_path_factory.mktemp("data")
     return write_dataset(folder / "train.jsonl", 16, 0), write_dataset(folder / "valid.jsonl", 6, 1)
-
-
-def argv(data, work_dir, *extra, card="gpt2.micro"):
-    return ["--train_data", str(data[0]), "--valid_data", str(data[1]), "--work_dir", str(work_dir),
-            "--model_card", card, "--train_batch_size", "4", "--valid_batch_size", "4", "--seq_len", "32",
-            "--warmup_step", "2", "--lr", "0.01", "--random_seed", str(SEED), *extra]
 
 
 def train(args, engine=gpt2_ft.TrainEngine):
@@ -142,7 +127,7 @@ def test_engine_updates_trainable_parameters_only(data, tmp_path):
     args = parse_args(argv(data, tmp_path, "--warmup_step", "0"))
     lora = LoRAConfig(4, 32.0, 0.1)
     weights = {**init_gpt2_weights(MICRO, SEED), **init_lora_weights(MICRO, lora, SEED)}
-    engine = gpt2_ft.TrainEngine(MICRO, lora, weights, args)
+    engine = gpt2_ft.TrainEngine(MICRO, lora, weights, engine_settings(args))
     batch = next(TrainBatches(load_encoded(data[0]), 4, 32, SEED).epoch(1))
     engine.train_batch(batch, 1.0)
     assert engine.update(0.01, clip=1.0)

@@ -12,11 +12,10 @@ import numpy as np
 
 from lora_nlg.data.batching import eval_batches, load_encoded
 from lora_nlg.model.config import GPT2Config
+from lora_nlg.pipeline.frameworks import framework_cwd, framework_python
 from lora_nlg.train import logs
 from lora_nlg.util.jsonl import write_jsonl
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-TORCH_PYTHON = ROOT / ".venv-torch" / "bin" / "python"
 MICRO = GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=512, n_positions=64)  # a step takes milliseconds
 SEED = 110
 
@@ -58,7 +57,8 @@ def start_torch_ft(argv):
     """Start the PyTorch tree's gpt2_ft.py as a subprocess (cwd NLG_pytorch, as its docs run it); its output is
     in the work dir's logs. It gets one thread: tests run it beside other work (Jittor, a second run) on few
     cores, where more threads only contend."""
-    return subprocess.Popen([str(TORCH_PYTHON), "src/gpt2_ft.py", *map(str, argv)], cwd=ROOT / "NLG_pytorch",
+    return subprocess.Popen([framework_python("pytorch"), "src/gpt2_ft.py", *map(str, argv)],
+                            cwd=framework_cwd("pytorch"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
 

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from lora_nlg.data import batching
+from lora_nlg.data.tokenizer import EOS_ID
 from lora_nlg.util.errors import NLGError
 from lora_nlg.util.jsonl import write_jsonl
 
@@ -103,8 +104,8 @@ def test_query_batches_keep_the_last_context_tokens():
     batch = next(batching.query_batches(contexts, batch_size=3, seq_len=12, eval_len=4))  # room for 8 tokens
     assert [c.tolist() for c in batch.contexts] == [list(range(3, 11)), [5, 6], [7, 8, 9]]
     assert batch.lengths.tolist() == [8, 2, 3] and batch.ids.tolist() == [0, 1, 2]
-    assert batch.right_padded().tolist()[1] == [5, 6, 0, 0, 0, 0, 0, 0]
-    assert batch.left_padded(pad_id=50256).tolist()[2] == [50256] * 5 + [7, 8, 9]
+    assert batch.contexts[1].tolist() + [0] * (batch.lengths.max() - batch.lengths[1]) == [5, 6, 0, 0, 0, 0, 0, 0]
+    assert batch.left_padded(pad_id=EOS_ID).tolist()[2] == [EOS_ID] * 5 + [7, 8, 9]
     second = list(batching.query_batches(contexts, batch_size=2, seq_len=12, eval_len=4))[1]
     assert second.ids.tolist() == [2]
     with pytest.raises(ValueError, match="eval_len"):
@@ -123,15 +124,12 @@ def test_unique_contexts_in_order_of_first_appearance():
     ('{"context": [1], "completion": []}\n', "line 1: empty 'completion'"),
     ('{"context": [1, "a"], "completion": [2]}\n', "line 1: 'context' must be a list of token ids"),
 ])
-def test_load_encoded_errors_name_file_and_line(tmp_path, lines, problem):
-    path = tmp_path / "train.jsonl"
-    path.write_text(lines, encoding="utf-8")
-    with pytest.raises(NLGError, match=f"^{path}: {problem}"):
-        batching.load_encoded(str(path))
+def test_load_encoded_errors_name_file_and_line(file_error, lines, problem):
+    file_error(batching.load_encoded, "train.jsonl", lines, problem)
 
 
 def test_load_encoded_reads_what_prepare_writes(tmp_path):
-    write_jsonl(tmp_path / "x.jsonl", [{"context": [3, 50256], "completion": [4, 5, 50256]}])
-    assert batching.load_encoded(str(tmp_path / "x.jsonl")) == [([3, 50256], [4, 5, 50256])]
+    write_jsonl(tmp_path / "x.jsonl", [{"context": [3, EOS_ID], "completion": [4, 5, EOS_ID]}])
+    assert batching.load_encoded(str(tmp_path / "x.jsonl")) == [([3, EOS_ID], [4, 5, EOS_ID])]
     with pytest.raises(NLGError, match="missing.jsonl: cannot read"):
         batching.load_encoded(str(tmp_path / "missing.jsonl"))

@@ -1,7 +1,5 @@
 """scripts/compare_logs.py on two synthetic runs whose differences are worked out by hand."""
-import importlib.util
 import json
-import pathlib
 import struct
 import subprocess
 import sys
@@ -10,13 +8,11 @@ import pytest
 
 from lora_nlg.pipeline.compare import curve_diff, final_metrics, read_run
 from lora_nlg.util.errors import run_cli
+from testpaths import ROOT, load_script
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "compare_logs.py"
-# a script, not a package module: load it from its path to call it in-process (one subprocess test runs it for real)
-_spec = importlib.util.spec_from_file_location("compare_logs", SCRIPT)
-compare_logs = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(compare_logs)
+# a script, not a package module: loaded from its path to call it in-process (one subprocess test runs it for real)
+compare_logs = load_script("scripts/compare_logs.py")
 
 
 def _train(step, loss, avg_loss, ppl, lr, ms, tokens_per_s):

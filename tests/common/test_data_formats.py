@@ -7,7 +7,7 @@ import json
 import pytest
 
 from lora_nlg.data import format_converting
-from lora_nlg.data.tokenizer import GPT2Tokenizer, encode_records
+from lora_nlg.data.tokenizer import EOS_ID, encode_records
 from lora_nlg.util.errors import NLGError
 from lora_nlg.util.jsonl import read_jsonl, write_jsonl
 from testpaths import MIRROR
@@ -76,11 +76,10 @@ def test_dart_lower_cases_predicates_and_keeps_every_annotation():
                       "completion": "A school from Mars Hill, North Carolina, joined in 1973."}
 
 
-def test_encoding_is_gpt2_encode_with_bos_and_eos():
-    tokenizer = GPT2Tokenizer(str(MIRROR / "vocab"))
+def test_encoding_is_gpt2_encode_with_bos_and_eos(tokenizer):
     # "Hello" = 15496, " world" = 995 (GPT-2's best-known ids); the completion gets a leading space
     assert encode_records(tokenizer, [{"context": "Hello", "completion": "world"}]) == [
-        {"context": [15496, 50256], "completion": [995, 50256]}]
+        {"context": [15496, EOS_ID], "completion": [995, EOS_ID]}]
 
 
 @pytest.mark.parametrize("content, problem", [
@@ -90,11 +89,8 @@ def test_encoding_is_gpt2_encode_with_bos_and_eos():
     ("a||b\n\n", "line 2: expected"),
     ("a||   \n", "input 'a' has only empty references"),
 ])
-def test_bad_e2e_lines(tmp_path, content, problem):
-    path = tmp_path / "train.txt"
-    path.write_text(content, encoding="utf-8")
-    with pytest.raises(NLGError, match=f"^{path}: {problem}"):
-        format_converting.format_e2e(str(path))
+def test_bad_e2e_lines(file_error, content, problem):
+    file_error(format_converting.format_e2e, "train.txt", content, problem)
 
 
 def webnlg_file(tmp_path, entry):
@@ -132,11 +128,8 @@ def test_good_synthetic_webnlg_entry(tmp_path):
     ('{"tripleset": []}', "expected a JSON list at the top level"),
     ('[{"tripleset": [["a", "P", "b"]],\n "annotations": [}]', "line 2: malformed JSON"),
 ])
-def test_bad_dart_files(tmp_path, content, problem):
-    path = tmp_path / "dart.json"
-    path.write_text(content, encoding="utf-8")
-    with pytest.raises(NLGError, match=f"^{path}: {problem}"):
-        format_converting.format_dart(str(path))
+def test_bad_dart_files(file_error, content, problem):
+    file_error(format_converting.format_dart, "dart.json", content, problem)
 
 
 @pytest.mark.parametrize("content, problem", [
@@ -145,11 +138,8 @@ def test_bad_dart_files(tmp_path, content, problem):
     ('[1, 2]\n', "line 1: expected a JSON object, got list"),
     ('{"context": "a : p : b", "completion": 3}\n', "line 1: 'context' and 'completion' must be strings"),
 ])
-def test_bad_formatted_files(tmp_path, content, problem):
-    path = tmp_path / "train_formatted.jsonl"
-    path.write_text(content, encoding="utf-8")
-    with pytest.raises(NLGError, match=f"^{path}: {problem}"):
-        format_converting.read_formatted(str(path))
+def test_bad_formatted_files(file_error, content, problem):
+    file_error(format_converting.read_formatted, "train_formatted.jsonl", content, problem)
 
 
 def test_triple_contexts_are_checked(tmp_path):

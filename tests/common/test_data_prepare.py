@@ -1,7 +1,5 @@
 """data/prepare.py end to end on the reference mirror: reproducible bytes, whole inputs, stratum quotas,
 ids as gpt2_encode.py writes them, and one-line errors for bad sources."""
-import hashlib
-import importlib.util
 import pathlib
 import re
 import subprocess
@@ -12,18 +10,11 @@ import pytest
 
 from lora_nlg.data import fetch, sampling
 from lora_nlg.data.format_converting import format_dart, format_e2e, format_webnlg
-from lora_nlg.data.tokenizer import GPT2Tokenizer
+from lora_nlg.data.tokenizer import EOS_ID, GPT2Tokenizer
 from lora_nlg.util.errors import NLGError
-from lora_nlg.util.jsonl import read_jsonl
+from testpaths import MIRROR, ROOT, load_script, read_records, sha256s
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-# data/prepare.py is a script, not a package module: load it from its path
-_spec = importlib.util.spec_from_file_location("prepare", ROOT / "data" / "prepare.py")
-prepare = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(prepare)
-
-from testpaths import MIRROR
-
+prepare = load_script("data/prepare.py")  # a script, not a package module
 SPLITS = ("train", "valid", "test")
 STRATUM = {"e2e": sampling.e2e_stratum, "webnlg": sampling.webnlg_stratum}
 
@@ -32,10 +23,6 @@ def run_prepare(out, *extra, dataset="e2e", fraction="0.18"):
     args = prepare.parse_args(["--dataset", dataset, "--source", str(MIRROR), "--fraction", fraction, "--seed", "110",
                                "--out", str(out), "--vocab-dir", str(out / "vocab"), *extra])
     return prepare.prepare(args)
-
-
-def read_records(path):
-    return [item for _, item in read_jsonl(path)]
 
 
 def grouped(records):
@@ -57,10 +44,6 @@ def full_records(dataset):
     return {"train": read_records(data / "dart/sampled_18pct/train_formatted.jsonl"),
             "valid": format_dart(str(data / "dart/dart-v1.1.1-full-dev.json"))[0],
             "test": format_dart(str(data / "dart/dart-v1.1.1-full-test.json"))[0]}
-
-
-def sha256s(folder):
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
 @pytest.fixture(scope="module", params=["e2e", "webnlg", "dart"])
@@ -114,8 +97,8 @@ def test_ids_are_gpt2_encode_add_bos_add_eos_of_the_formatted_lines(prepared):
         encoded = read_records(out / f"{split}.jsonl")
         assert len(encoded) == len(records)
         for record, ids in list(zip(records, encoded))[::7]:
-            assert ids == {"context": tokenizer.encode(record["context"]) + [50256],
-                           "completion": tokenizer.encode(" " + record["completion"]) + [50256]}
+            assert ids == {"context": tokenizer.encode(record["context"]) + [EOS_ID],
+                           "completion": tokenizer.encode(" " + record["completion"]) + [EOS_ID]}
 
 
 def test_manifest_says_where_the_dart_training_pool_comes_from(prepared):

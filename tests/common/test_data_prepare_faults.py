@@ -1,20 +1,15 @@
 """data/prepare.py under bad input and faults: an empty split is a one-line error, and a failed or killed
 run never leaves half-written output (files are staged beside the output folder and moved in at the end)."""
-import importlib.util
 import json
-import pathlib
 import re
 import subprocess
 import sys
 
 import pytest
 
-from testpaths import MIRROR
+from testpaths import MIRROR, ROOT, load_script
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("prepare", ROOT / "data" / "prepare.py")
-prepare = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(prepare)
+prepare = load_script("data/prepare.py")
 
 VOCAB = ("vocab/encoder.json", "vocab/vocab.bpe")
 

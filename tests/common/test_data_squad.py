@@ -1,8 +1,6 @@
 """SQuAD v1.1 in data/prepare.py: one record per question, sampling by whole article, a held-out valid
 split, paragraphs cut to fit seq_len (around the answer for training, from the end for test), same bytes
 every run. Small hand-made files test the rules; one small run on the reference mirror tests the whole."""
-import hashlib
-import importlib.util
 import json
 import pathlib
 import subprocess
@@ -11,23 +9,14 @@ import sys
 import pytest
 
 from lora_nlg.data import format_converting, sampling, squad_truncation
-from lora_nlg.data.tokenizer import GPT2Tokenizer, encode_records
+from lora_nlg.data.tokenizer import EOS_ID, encode_records
 from lora_nlg.util.errors import NLGError
-from lora_nlg.util.jsonl import read_jsonl
-from testpaths import MIRROR
+from testpaths import MIRROR, ROOT, load_script, read_records, sha256s
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("prepare", ROOT / "data" / "prepare.py")
-prepare = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(prepare)
+prepare = load_script("data/prepare.py")
 
 SQUAD = MIRROR / "data" / "squad"
 SPLITS = ("train", "valid", "test")
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return GPT2Tokenizer(str(MIRROR / "vocab"))
 
 
 def qa(qid, question, *answers):
@@ -126,11 +115,8 @@ def test_bad_squad_files_name_the_file_and_the_question(tmp_path, articles, prob
     ('{"data": [\n{]}', "line 2: malformed JSON"),
     ('[]', "expected a JSON dict at the top level"),
 ])
-def test_bad_squad_json(tmp_path, content, problem):
-    path = tmp_path / "dev-v1.1.json"
-    path.write_text(content, encoding="utf-8")
-    with pytest.raises(NLGError, match=f"^{path}: {problem}"):
-        format_converting.format_squad(str(path))
+def test_bad_squad_json(file_error, content, problem):
+    file_error(format_converting.format_squad, "dev-v1.1.json", content, problem)
 
 
 # --- truncation -------------------------------------------------------------------------------------------------
@@ -147,7 +133,7 @@ def long_record(folder, answer_word, other_answer_words=()):
 
 
 def ids_of(tokenizer, record, paragraph):
-    return tokenizer.encode(format_converting.squad_prompt(paragraph, record["question"])) + [50256]
+    return tokenizer.encode(format_converting.squad_prompt(paragraph, record["question"])) + [EOS_ID]
 
 
 def oracle_around_answer(tokenizer, record, budget):
@@ -175,8 +161,8 @@ def test_training_window_keeps_the_answer_and_cuts_the_far_end_first(tokenizer, 
     assert out["truncated"] is True and counts == {"truncated": 1, "answer_start_mismatches": 0}
     assert len(row["context"]) <= 128 - 16 and len(row["context"]) + len(row["completion"]) <= 128
     assert format_converting.squad_paragraph(out) == oracle_around_answer(tokenizer, record, 128 - 16)
-    assert row == {"context": tokenizer.encode(out["context"]) + [50256],
-                   "completion": tokenizer.encode(" " + record["completion"]) + [50256]}
+    assert row == {"context": tokenizer.encode(out["context"]) + [EOS_ID],
+                   "completion": tokenizer.encode(" " + record["completion"]) + [EOS_ID]}
     assert {k: v for k, v in out.items() if k not in ("context", "truncated")} == \
            {k: v for k, v in record.items() if k != "context"}
 
@@ -250,14 +236,6 @@ def run_prepare(out, *extra, fraction="0.02"):
     return prepare.prepare(args)
 
 
-def read_records(path):
-    return [item for _, item in read_jsonl(path)]
-
-
-def sha256s(folder):
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
-
-
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     first, second = tmp_path_factory.mktemp("squad_1"), tmp_path_factory.mktemp("squad_2")
@@ -307,8 +285,8 @@ def test_encoded_rows_are_parallel_and_every_context_fits_the_budget(prepared, t
         encoded = read_records(out / f"{split}.jsonl")
         assert len(rows) == len(encoded) == manifest["splits"][split]["truncation"]["questions"]
         for row, ids in list(zip(rows, encoded))[::11]:
-            assert ids == {"context": tokenizer.encode(row["context"]) + [50256],
-                           "completion": tokenizer.encode(" " + row["completion"]) + [50256]}
+            assert ids == {"context": tokenizer.encode(row["context"]) + [EOS_ID],
+                           "completion": tokenizer.encode(" " + row["completion"]) + [EOS_ID]}
         assert all(len(ids["context"]) <= 512 - 32 for ids in encoded)
         if split != "test":
             assert all(len(ids["context"]) + len(ids["completion"]) <= 512 for ids in encoded)

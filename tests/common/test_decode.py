@@ -6,13 +6,14 @@ import sys
 
 import pytest
 
-from lora_nlg.data.tokenizer import EOS_ID, GPT2Tokenizer
+from lora_nlg.data.tokenizer import EOS_ID
 from lora_nlg.decode import to_text
 from lora_nlg.metrics import e2e, generation
 from lora_nlg.util.errors import NLGError
+from lora_nlg.util.jsonl import write_jsonl
+from testpaths import VOCAB
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-VOCAB = ROOT.parent / "shared" / "nlg_data" / "vocab"
 ROWS = [  # three inputs; input A has three references, C none seen
     {"context": "A", "completion": " A one.", "seen": True},
     {"context": "B", "completion": " B one<|endoftext|>", "seen": False},
@@ -20,16 +21,6 @@ ROWS = [  # three inputs; input A has three references, C none seen
     {"context": "C", "completion": " C One", "seen": False},
     {"context": "A", "completion": " A three", "seen": True},
 ]
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return GPT2Tokenizer(str(VOCAB))
-
-
-def write_jsonl(path, items):
-    path.write_text("".join(json.dumps(item) + "\n" for item in items))
-    return path
 
 
 def predictions(tokenizer, texts, ids=None):

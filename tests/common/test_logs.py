@@ -1,4 +1,4 @@
-"""Training logs: the reference's line format (round trip of the seed README's log), jsonl, reading a resumed run."""
+"""Training logs: the reference's line format (round trip of the prior reproduction's README log), jsonl, reading a resumed run."""
 import json
 import math
 
@@ -7,7 +7,7 @@ import pytest
 from lora_nlg.train import logs
 from lora_nlg.util.errors import NLGError
 
-# lines of the training log printed by microsoft/LoRA's gpt2_ft.py, as quoted in the seed README
+# lines of the training log printed by microsoft/LoRA's gpt2_ft.py, as quoted in the prior reproduction's README
 SEED_LOG = """\
 eval samples: 400 loss: tensor(1.0887, device='cuda:0')
 average loss 1.364281438220115

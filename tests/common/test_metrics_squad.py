@@ -1,16 +1,13 @@
 """SQuAD v1.1 exact match / F1: each normalisation rule by hand, the scoring rules, the real dev set, the CLI."""
 import json
-import pathlib
-import subprocess
-import sys
 
 import pytest
 
 from lora_nlg.metrics import squad
 from lora_nlg.util.errors import NLGError
+from testpaths import MIRROR, run_script
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-DEV = ROOT.parent / "shared" / "nlg_data" / "data" / "squad" / "dev-v1.1.json"
+DEV = MIRROR / "data" / "squad" / "dev-v1.1.json"
 
 
 def dataset(*questions):
@@ -173,8 +170,7 @@ def test_read_predictions_errors(tmp_path):
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, str(ROOT / "eval" / "squad_eval.py"), *map(str, args)],
-                          capture_output=True, text=True, cwd=ROOT)
+    return run_script("eval/squad_eval.py", *args)
 
 
 def test_cli_prints_the_official_line_and_writes_json(tmp_path):

@@ -1,7 +1,9 @@
-"""scripts/pipeline.py and lora_nlg/pipeline/presets.py: which stages and flags each dataset and preset gets, and its errors.
+"""scripts/pipeline.py and lora_nlg/pipeline/presets.py: which stages and flags each dataset and preset gets, what
+each stage is (its role, its named outputs), and the errors.
 
 Nothing here runs a stage: plans are built and their commands read (the smoke test runs one)."""
 import importlib.util
+import json
 import pathlib
 import subprocess
 import sys
@@ -9,7 +11,7 @@ import sys
 import pytest
 
 from lora_nlg.pipeline import presets
-from lora_nlg.pipeline.stages import Command
+from lora_nlg.pipeline.stages import Command, StageTime
 from lora_nlg.util.errors import NLGError
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -18,10 +20,13 @@ pipeline = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(pipeline)
 
 
-def plan(tmp_path, *argv):
-    args = pipeline.parse_args(["--out", str(tmp_path / "run"), "--data_root", str(tmp_path / "data"),
+def parse(tmp_path, *argv):
+    return pipeline.parse_args(["--out", str(tmp_path / "run"), "--data_root", str(tmp_path / "data"),
                                 "--img_dir", str(tmp_path / "img"), *argv])
-    return {stage.name: stage for stage in pipeline.plan(args)[1]}
+
+
+def plan(tmp_path, *argv):
+    return {stage.name: stage for stage in pipeline.plan(parse(tmp_path, *argv)).stages}
 
 
 def argv_of(stage, index=0):
@@ -199,3 +204,80 @@ def test_bad_extra_flags_fail_before_anything_runs_with_one_line(tmp_path):
                              "--extra", "beam=--beam 0"], capture_output=True, text=True)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr == "error: --extra beam: gpt2_beam.py: error: --beam 0: must be >= 1\n"
+
+
+def test_presets_say_which_build_their_base_and_score_it_zero_shot():
+    cpu, paper = presets.PRESETS["cpu"], presets.PRESETS["paper"]
+    assert cpu.zero_shot and cpu.builds_base(None) and not cpu.builds_base("base.bin")
+    assert not paper.zero_shot and not paper.builds_base(None)
+
+
+def test_evaluation_stages_carry_the_model_they_test(tmp_path):
+    """Every beam / decode / score stage knows its framework, zero-shot or LoRA, and the test files it reads."""
+    result = pipeline.plan(parse(tmp_path, "--dataset", "e2e", "--preset", "cpu", "--base_dir", str(tmp_path / "b"),
+                                 "--test_inputs", "3"))
+    stages = {stage.name: stage for stage in result.stages}
+    subset = stages["test subset"]
+    assert [(e.model.framework, e.model.label) for e in result.evaluations] == \
+        [("pytorch", "base, zero-shot"), ("pytorch", "LoRA"), ("jittor", "base, zero-shot"), ("jittor", "LoRA")]
+    for evaluation in result.evaluations:
+        model = evaluation.model
+        assert all(stage.role is model for stage in evaluation.stages)
+        assert [stage.slug for stage in evaluation.stages] == ["beam", "decode", "score"]
+        assert evaluation.beam.name == ("zero-shot " if model.zero_shot else "") + f"beam ({model.framework})"
+        assert model.tests is subset and model.init == str(tmp_path / "b")
+        assert flag(argv_of(evaluation.beam), "--data") == subset.outputs.test == str(tmp_path / "run" /
+                                                                                      "test_3_inputs" / "test.jsonl")
+        assert flag(argv_of(evaluation.decode), "--input_file") == subset.outputs.test_formatted
+        assert flag(argv_of(evaluation.decode), "--sample_file") == evaluation.beam.outputs.predictions
+        assert evaluation.score.outputs.scores == str(pathlib.Path(model.folder) / "scores.json")
+        if model.zero_shot:
+            assert model.folder == str(tmp_path / "run" / model.framework / "zero_shot")
+        else:
+            assert model.adapter == stages[f"train ({model.framework})"].outputs.checkpoint
+    others = [stage for stage in result.stages if stage.slug not in ("beam", "decode", "score")]
+    assert others and all(stage.role is None for stage in others)
+    lora = [e.score for e in result.evaluations if not e.model.zero_shot]
+    assert stages["compare frameworks"].upstream == lora
+
+
+def test_stages_read_each_others_files_by_name(tmp_path, checkpoint):
+    stages = plan(tmp_path, "--dataset", "webnlg", "--framework", "pytorch", "--init_checkpoint", checkpoint)
+    data = tmp_path / "data" / "webnlg" / "sampled_18pct"
+    prepare = stages["prepare"].outputs
+    assert prepare._asdict() == {name: str(data / f) for name, f in (
+        ("train", "train.jsonl"), ("valid", "valid.jsonl"), ("test", "test.jsonl"),
+        ("test_formatted", "test_formatted.jsonl"), ("manifest", "manifest.json"))}
+    train = argv_of(stages["train (pytorch)"])
+    assert (flag(train, "--train_data"), flag(train, "--valid_data")) == (prepare.train, prepare.valid)
+    assert flag(argv_of(stages["beam (pytorch)"]), "--data") == prepare.test
+    assert flag(argv_of(stages["decode (pytorch)"]), "--input_file") == prepare.test_formatted
+
+
+def test_cpu_base_is_pretrained_on_the_corpus_files_and_exported_by_name(tmp_path):
+    stages = plan(tmp_path, "--dataset", "e2e", "--preset", "cpu", "--framework", "pytorch",
+                  "--base_dir", str(tmp_path / "base"))
+    corpus = stages["corpus"].outputs
+    pretrain = argv_of(stages["pretrain base (pytorch)"])
+    assert (flag(pretrain, "--train_data"), flag(pretrain, "--valid_data")) == (corpus.train, corpus.valid)
+    assert stages["export base"].outputs._asdict() == {"weights": str(tmp_path / "base" / "model.safetensors"),
+                                                      "config": str(tmp_path / "base" / "config.json")}
+
+
+def test_summary_rows_come_from_the_plan(tmp_path, monkeypatch):
+    """Finished score stages are the rows, labelled by their models (folder names play no part)."""
+    args = parse(tmp_path, "--dataset", "e2e", "--preset", "cpu", "--base_dir", str(tmp_path / "b"))
+    result = pipeline.plan(args)
+    for number, evaluation in enumerate(result.evaluations):
+        if evaluation.model.framework == "jittor" and evaluation.model.zero_shot:
+            continue  # not finished: no row
+        score = evaluation.score
+        pathlib.Path(score.path("done.json")).parent.mkdir(parents=True)
+        pathlib.Path(score.path("done.json")).write_text(json.dumps({"key": score.key, "outputs": [], "results": {}}))
+        pathlib.Path(score.outputs.scores).write_text(json.dumps({"BLEU": number / 10}))
+    monkeypatch.setattr(sys, "argv", ["pipeline.py"])
+    text = pipeline.summary(args, result, [StageTime("prepare", 1.0), StageTime("corpus", None)], 2.0)
+    assert "| framework | model | BLEU |\n|---|---|---|\n| pytorch | base, zero-shot | 0.0000 |\n" \
+           "| pytorch | LoRA | 0.1000 |\n| jittor | LoRA | 0.3000 |\n" in text
+    assert "| prepare | 1.0s |\n| corpus | skipped (done before) |\n| **total** | 2.0s |" in text
+    assert (tmp_path / "run" / "summary.md").read_text() == text

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from lora_nlg.pipeline.stages import Call, Command, Ref, Stage, StageFailed, run_stages
+from lora_nlg.pipeline.stages import Call, Command, Ref, Stage, StageFailed, named_outputs, run_stages
 from lora_nlg.util.errors import NLGError
 
 # appends one "x" to argv[1] per run, so a file's length counts the runs; writes argv[2] (if given) too
@@ -128,3 +128,17 @@ def test_call_errors_become_stage_failures_naming_the_log(tmp_path):
     stage = Stage("call", str(tmp_path), "call", [Call(broken, "break")])
     with pytest.raises(StageFailed, match="data.jsonl: line 3: bad; its log: .*call.log"):
         run_stages([stage], echo=quiet)
+
+
+def test_named_outputs_key_and_check_like_their_list_and_the_role_stays_out_of_the_key(tmp_path):
+    """Names (and a role) are for the planner: a stage's key, marker and output check are those of the list."""
+    step = [appender(tmp_path / "n", tmp_path / "a")]
+    listed = Stage("s", str(tmp_path), "s", step, outputs=[str(tmp_path / "a"), str(tmp_path / "b")])
+    named = Stage("s", str(tmp_path), "s", step, outputs=named_outputs(first=str(tmp_path / "a"),
+                                                                       second=str(tmp_path / "b")), role="a model")
+    assert named.key == listed.key and named.outputs.second == str(tmp_path / "b")
+    with pytest.raises(StageFailed, match="without writing .*b;"):
+        run_stages([named], echo=quiet)
+    (tmp_path / "b").write_text("b")
+    run_stages([named], echo=quiet)
+    assert listed.is_done() and named.marker()["outputs"] == [str(tmp_path / "a"), str(tmp_path / "b")]

@@ -2,21 +2,11 @@
 
 None of these cases reaches Java, so they run in milliseconds.
 """
-import pathlib
-import subprocess
-import sys
-
 import pytest
 
 from lora_nlg.metrics import e2e, generation
 from lora_nlg.util.errors import NLGError
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-
-
-def run_cli(script, *args):
-    return subprocess.run([sys.executable, str(ROOT / "eval" / script), *map(str, args)],
-                          capture_output=True, text=True, cwd=ROOT)
+from testpaths import run_script
 
 
 def assert_one_line_error(result, *fragments):
@@ -49,11 +39,11 @@ def test_e2e_two_blank_lines_in_a_row_are_an_error(tmp_path):
 def test_measure_scores_count_mismatch(tmp_path):
     refs = write(tmp_path / "refs", "a 1\n\nb 1\n")
     preds = write(tmp_path / "preds", "a 1\n")
-    assert_one_line_error(run_cli("measure_scores.py", refs, preds), f"{preds}: 1 predictions but", "2 inputs")
+    assert_one_line_error(run_script("eval/measure_scores.py", refs, preds), f"{preds}: 1 predictions but", "2 inputs")
 
 
 def test_measure_scores_missing_file(tmp_path):
-    assert_one_line_error(run_cli("measure_scores.py", tmp_path / "nope", tmp_path / "nope2"),
+    assert_one_line_error(run_script("eval/measure_scores.py", tmp_path / "nope", tmp_path / "nope2"),
                           f"{tmp_path / 'nope'}: cannot read")
 
 
@@ -69,7 +59,7 @@ def test_generation_reference_files_by_prefix(tmp_path):
 def test_generation_eval_counts_a_final_newline_as_an_empty_line(tmp_path):
     ref = write(tmp_path / "ref0", "a b c")
     hyp = write(tmp_path / "hyp", "a b c\n")
-    assert_one_line_error(run_cli("generation_eval.py", "-R", ref, "-H", hyp, "-nr", 1),
+    assert_one_line_error(run_script("eval/generation_eval.py", "-R", ref, "-H", hyp, "-nr", 1),
                           f"{ref}: 1 lines but {hyp} has 2 (as in GenerationEval, a final newline")
 
 
@@ -82,7 +72,7 @@ def test_generation_reads_an_empty_last_hypothesis_as_decode_writes_it(tmp_path)
 def test_generation_eval_refuses_crlf(tmp_path):
     ref = write(tmp_path / "ref0", "a b\r\nc d")
     write(tmp_path / "hyp", "a b\nc d")
-    assert_one_line_error(run_cli("generation_eval.py", "-R", ref, "-H", tmp_path / "hyp", "-nr", 1),
+    assert_one_line_error(run_script("eval/generation_eval.py", "-R", ref, "-H", tmp_path / "hyp", "-nr", 1),
                           f"{ref}: line 1: contains U+000D")
 
 
@@ -90,20 +80,20 @@ def test_generation_eval_line_count_mismatch_names_the_file(tmp_path):
     write(tmp_path / "ref0", "a\nb")
     write(tmp_path / "ref1", "a")
     write(tmp_path / "hyp", "a\nb")
-    assert_one_line_error(run_cli("generation_eval.py", "-R", tmp_path / "ref", "-H", tmp_path / "hyp", "-nr", 2),
-                          f"{tmp_path / 'ref1'}: 1 lines but")
+    result = run_script("eval/generation_eval.py", "-R", tmp_path / "ref", "-H", tmp_path / "hyp", "-nr", 2)
+    assert_one_line_error(result, f"{tmp_path / 'ref1'}: 1 lines but")
 
 
 def test_generation_eval_model_based_metrics_are_refused():
-    assert_one_line_error(run_cli("generation_eval.py", "-R", "r", "-H", "h", "-m", "bleu,bert"),
+    assert_one_line_error(run_script("eval/generation_eval.py", "-R", "r", "-H", "h", "-m", "bleu,bert"),
                           "bert: needs a model download")
 
 
 def test_generation_eval_without_java_metrics_runs_offline(tmp_path):
     write(tmp_path / "ref0", "The cat sat on the mat.\nA dog.")
     write(tmp_path / "hyp", "The cat sat on the mat.\nA dog.")
-    result = run_cli("generation_eval.py", "-R", tmp_path / "ref0", "-H", tmp_path / "hyp", "-nr", 1,
-                     "-m", "bleu,ter,chrf++")
+    result = run_script("eval/generation_eval.py", "-R", tmp_path / "ref0", "-H", tmp_path / "hyp", "-nr", 1,
+                        "-m", "bleu,ter,chrf++")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == "BLEU       100.00"
     assert "TER        0.000000" in result.stdout
@@ -114,5 +104,5 @@ def test_generation_eval_on_empty_files_is_one_line_not_a_division_by_zero(tmp_p
     write(tmp_path / "ref0", "")
     write(tmp_path / "ref1", "")
     hypothesis = write(tmp_path / "hyp", "")
-    result = run_cli("generation_eval.py", "-R", tmp_path / "ref", "-H", hypothesis, "-nr", 2, "-m", metric)
+    result = run_script("eval/generation_eval.py", "-R", tmp_path / "ref", "-H", hypothesis, "-nr", 2, "-m", metric)
     assert_one_line_error(result, f"{hypothesis}: no text to score (it and every reference file are empty)")

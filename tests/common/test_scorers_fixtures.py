@@ -4,24 +4,16 @@ Expected values: shared/scorer_fixtures/README.md (official e2e-metrics `measure
 GenerationEval `eval.py` runs on these files). Needs Java, as the official scorers do.
 """
 import json
-import pathlib
-import subprocess
-import sys
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-FIXTURES = ROOT.parent / "shared" / "scorer_fixtures"
-
-
-def run_cli(script, *args):
-    return subprocess.run([sys.executable, str(ROOT / "eval" / script), *map(str, args)],
-                          capture_output=True, text=True, cwd=ROOT)
+from testpaths import SCORER_FIXTURES as FIXTURES
+from testpaths import run_script
 
 
 def test_measure_scores_prints_the_official_e2e_block(tmp_path):
-    result = run_cli("measure_scores.py", FIXTURES / "e2e" / "refs.txt", FIXTURES / "e2e" / "preds.txt",
-                     "--json", tmp_path / "scores.json")
+    result = run_script("eval/measure_scores.py", FIXTURES / "e2e" / "refs.txt", FIXTURES / "e2e" / "preds.txt",
+                        "--json", tmp_path / "scores.json")
     assert result.returncode == 0, result.stderr
     assert result.stdout == ("SCORES:\n==============\nBLEU: 0.7203\nNIST: 7.7889\nMETEOR: 0.4801\n"
                              "ROUGE_L: 0.7910\nCIDEr: 2.3039\n\n")
@@ -32,8 +24,8 @@ def test_measure_scores_prints_the_official_e2e_block(tmp_path):
 
 def test_generation_eval_matches_official_dart_values(tmp_path):
     dart = FIXTURES / "dart"
-    result = run_cli("generation_eval.py", "-R", dart / "reference", "-H", dart / "hypothesis", "-nr", 3,
-                     "-m", "bleu,meteor,ter,chrf++", "--json", tmp_path / "scores.json")
+    result = run_script("eval/generation_eval.py", "-R", dart / "reference", "-H", dart / "hypothesis", "-nr", 3,
+                        "-m", "bleu,meteor,ter,chrf++", "--json", tmp_path / "scores.json")
     assert result.returncode == 0, result.stderr
     scores = json.loads((tmp_path / "scores.json").read_text())
     assert scores["bleu"] == 46.64

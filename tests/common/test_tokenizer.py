@@ -11,17 +11,10 @@ import regex
 from lora_nlg.data.format_converting import format_e2e, format_webnlg
 from lora_nlg.data.tokenizer import EOS_ID, GPT2Tokenizer
 from lora_nlg.util.errors import NLGError
-from testpaths import MIRROR
+from testpaths import MIRROR, VOCAB
 
-VOCAB = MIRROR / "vocab"
 TRICKY = ["Hello world", " Hello  world\n\n", "Café Adriatic costs £ 20–25 .", "it's, they'll, I'M", "\n\n",
           "<|endoftext|>", "ÆØÅ 東京 🙂", "a   b\t\tc  ", "1990s, 3.14 and 42,000", "don't  'quote'"]
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    assert VOCAB.is_dir(), f"{VOCAB}: reference mirror missing (set LORA_NLG_MIRROR)"
-    return GPT2Tokenizer(str(VOCAB))
 
 
 @pytest.fixture(scope="module")
