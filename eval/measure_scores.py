@@ -6,25 +6,20 @@ REF: the references of each input one per line, inputs separated by a blank line
 gpt2_decode.py --ref_type e2e writes). PRED: one prediction per input. Needs Java (METEOR 1.5 and
 the Stanford PTB tokenizer, both from pycocoevalcap's jars).
 """
-import argparse
-
+from lora_nlg.metrics.cli import add_json_flag, report, scorer_parser
 from lora_nlg.metrics.e2e import e2e_scores, format_scores, read_predictions, read_references
 from lora_nlg.util.errors import run_cli
-from lora_nlg.util.files import write_json
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 2)[2])
+    parser = scorer_parser(__doc__)
     parser.add_argument("ref_file", help="references: one per line, a blank line between inputs")
     parser.add_argument("pred_file", help="predictions: one line per input")
-    parser.add_argument("--json", metavar="OUT", help="also write the unrounded scores as JSON")
+    add_json_flag(parser)
     args = parser.parse_args(argv)
     references = read_references(args.ref_file)
-    predictions = read_predictions(args.pred_file, len(references))
-    scores = e2e_scores(references, predictions)
-    print(format_scores(scores), end="")
-    if args.json:
-        write_json(args.json, scores)
+    scores = e2e_scores(references, read_predictions(args.pred_file, len(references)))
+    report(format_scores(scores), scores, args.json)
 
 
 if __name__ == "__main__":

@@ -6,24 +6,19 @@ DATASET_JSON: a SQuAD v1.1 file (the official dev-v1.1.json, or what gpt2_decode
 writes: the decoded test questions only). PREDICTIONS_JSON: {question id: answer}. Both are 0-100,
 over every question of DATASET_JSON; an unanswered question scores 0.
 """
-import argparse
-
+from lora_nlg.metrics.cli import add_json_flag, report, scorer_parser
 from lora_nlg.metrics.squad import evaluate, format_scores, read_dataset, read_predictions
 from lora_nlg.util.errors import run_cli
-from lora_nlg.util.files import write_json
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 2)[2])
+    parser = scorer_parser(__doc__)
     parser.add_argument("dataset_file", help="SQuAD v1.1 dataset JSON (the gold answers)")
     parser.add_argument("prediction_file", help="predictions JSON: {question id: answer}")
-    parser.add_argument("--json", metavar="OUT", help="also write the scores as JSON")
+    add_json_flag(parser, "the scores")
     args = parser.parse_args(argv)
-    dataset = read_dataset(args.dataset_file)
-    scores = evaluate(dataset, read_predictions(args.prediction_file))
-    print(format_scores(scores))
-    if args.json:
-        write_json(args.json, scores)
+    scores = evaluate(read_dataset(args.dataset_file), read_predictions(args.prediction_file))
+    report(format_scores(scores), scores, args.json)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ from lora import merge_lora
 from lora_nlg.decode.beam import BeamBook
 from lora_nlg.decode.beam_cli import beam_settings, parse_args
 from lora_nlg.decode.beam_loop import run
-from lora_nlg.decode.beam_model import load_decoding_model
 from lora_nlg.util.errors import run_cli
 from model import GPT2LMModel, log_softmax, pick_device
 
@@ -108,11 +107,14 @@ def beam_search(model, batch, settings):
 def main(argv=None):
     args = parse_args(argv, framework="jittor")
     settings = beam_settings(args)
-    decoding = load_decoding_model(args, settings)
-    device = pick_device(args.device)
-    model = build_model(decoding, device)
-    print(f"model: {decoding.description}; device {device}")
-    return run(args, settings, lambda batch: beam_search(model, batch, settings))
+
+    def start_decoder(decoding):
+        device = pick_device(args.device)
+        model = build_model(decoding, device)
+        print(f"model: {decoding.description}; device {device}")
+        return lambda batch: beam_search(model, batch, settings)
+
+    return run(args, settings, start_decoder)
 
 
 if __name__ == "__main__":

@@ -32,8 +32,11 @@ class Batch(NamedTuple):
     ids: np.ndarray  # int64 [B]: example indices (line numbers - 1 of the encoded file)
 
 
-def load_encoded(path):
-    """[(context_ids, completion_ids)] of an encoded jsonl file; bad lines are NLGErrors naming file and line."""
+def load_encoded(path, vocab_size=None):
+    """[(context_ids, completion_ids)] of an encoded jsonl file; bad lines are NLGErrors naming file and line.
+
+    With `vocab_size` every id must be below it: an id outside the model's vocabulary would index past
+    the embedding table (garbage in one framework, an IndexError deep inside the other)."""
     examples = []
     for number, item in read_jsonl(path, required=("context", "completion")):
         for key in ("context", "completion"):
@@ -42,6 +45,9 @@ def load_encoded(path):
                 raise NLGError(f"{path}: line {number}: {key!r} must be a list of token ids")
             if not ids:
                 raise NLGError(f"{path}: line {number}: empty {key!r}")
+            if vocab_size is not None and max(ids) >= vocab_size:
+                raise NLGError(f"{path}: line {number}: token id {max(ids)} in {key!r} is outside the model's "
+                               f"vocabulary of {vocab_size} (encoded for another model?)")
         examples.append((item["context"], item["completion"]))
     return examples
 
@@ -82,6 +88,11 @@ def count_truncated(examples, seq_len):
     return sum(len(context) + len(completion) > seq_len for context, completion in examples)
 
 
+def count_without_targets(examples, seq_len):
+    """Examples whose context fills seq_len, so no completion token is left to train on (their loss mask is 0)."""
+    return sum(len(context) >= seq_len for context, _ in examples)
+
+
 class TrainBatches:
     """Shuffled training batches; the epoch order depends only on (seed, epoch), so a run resumes exactly.
 
@@ -96,6 +107,7 @@ class TrainBatches:
         self.examples, self.batch_size, self.seq_len, self.seed = examples, batch_size, seq_len, seed
         self.pad_multiple, self.fixed_length = pad_multiple, fixed_length
         self.n_truncated = count_truncated(examples, seq_len)
+        self.n_without_targets = count_without_targets(examples, seq_len)
 
     def __len__(self):
         return -(-len(self.examples) // self.batch_size)

@@ -9,21 +9,32 @@ import time
 from tqdm import tqdm
 
 from lora_nlg.data.batching import load_encoded, query_batches, unique_contexts
+from lora_nlg.decode.beam_model import load_decoding_model
 from lora_nlg.util.errors import NLGError
 from lora_nlg.util.jsonl import write_jsonl
+from lora_nlg.util.work_dir import locked_work_dir
 
 
-def run(args, settings, decode_batch):
-    """Decode each unique input of --data once with decode_batch(QueryBatch) -> [ids per input]; write jsonl.
+def run(args, settings, start_decoder):
+    """Decode each unique input of --data once; write the prediction jsonl into --work_dir.
 
-    `args`: the parsed flags (data, batching, output); `settings`: their BeamSettings (eval_len, beam).
+    `args`: the parsed flags; `settings`: their BeamSettings; `start_decoder(decoding)` builds the tree's
+    model from a DecodingModel and returns decode_batch(QueryBatch) -> [ids per input]. Everything that
+    can fail on bad input (the output folder and its lock, the weights, the data and its token ids) is
+    checked before the first input is decoded, so no decoding work is lost to it.
 
     The prediction file gets `{"id": i, "predict": ids}` for unique input i (order of first appearance);
     `predict` ends with the EOS id that finished the hypothesis, if one did.
     """
-    examples = load_encoded(args.data)
-    if not examples:
-        raise NLGError(f"{args.data}: no examples")
+    with locked_work_dir(args.work_dir):
+        decoding = load_decoding_model(args, settings)
+        examples = load_encoded(args.data, decoding.config.vocab_size)
+        if not examples:
+            raise NLGError(f"{args.data}: no examples")
+        return decode_all(args, settings, start_decoder(decoding), examples)
+
+
+def decode_all(args, settings, decode_batch, examples):
     contexts, _ = unique_contexts(examples)
     print(f"{len(contexts)} unique inputs ({len(examples)} rows) in {args.data}")
     predictions = []

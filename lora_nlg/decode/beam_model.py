@@ -84,6 +84,9 @@ def _base_weights(args, config):
 def load_decoding_model(args, settings):
     """The model the flags describe (`settings`, their BeamSettings, must fit its vocabulary); any missing,
     extra or mis-shaped tensor is an error naming its file."""
+    if args.lora_checkpoint and not (is_adapter(args.lora_checkpoint) or os.path.exists(args.lora_checkpoint)):
+        raise CheckpointError(args.lora_checkpoint, "--lora_checkpoint not found (neither an adapter "
+                                                    "<stem>.json + .safetensors nor a tensor file)")
     adapter = load_adapter(args.lora_checkpoint) if args.lora_checkpoint and is_adapter(args.lora_checkpoint) else None
     config = _model_config(args, adapter)
     if args.seq_len > config.n_positions:

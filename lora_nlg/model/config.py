@@ -69,9 +69,11 @@ def get_card(name):
 
 def parse_targets(text):
     """`--lora_targets` text -> tuple of targets in canonical order, e.g. "v,attn" -> (q, k, v, o)."""
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    if not names:
+    names = [part.strip() for part in text.split(",")]
+    if not any(names):
         raise CardError(f"empty LoRA target list {text!r} (choose from {', '.join(LORA_TARGETS)}, attn, mlp)")
+    if not all(names):
+        raise CardError(f"LoRA target list {text!r} has an empty entry (a doubled or trailing comma)")
     chosen = set()
     for name in names:
         if name in TARGET_ALIASES:

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, fields
 from typing import Optional
 
-from lora_nlg.model.config import CARDS, DEFAULT_TARGETS
+from lora_nlg.model.config import CARDS, DEFAULT_TARGETS, CardError, parse_targets
 from lora_nlg.train.schedules import SCHEDULES
 from lora_nlg.util.errors import NLGError
 from lora_nlg.util.flags import DEVICE_PATTERN
@@ -105,8 +105,11 @@ def build_parser(framework):
     run.add_argument("--log_interval", type=int, default=100)
     run.add_argument("--eval_interval", type=int, default=2000, help="also evaluated at each epoch end")
     run.add_argument("--save_interval", type=int, default=1000, help="also saved at each epoch end")
-    run.add_argument("--resume", action="store_true",
-                     help="continue from <work_dir>/train_state.safetensors (same losses as an unbroken run)")
+    restart = run.add_mutually_exclusive_group()
+    restart.add_argument("--resume", action="store_true",
+                         help="continue from <work_dir>/train_state.safetensors (same losses as an unbroken run)")
+    restart.add_argument("--overwrite", action="store_true",
+                         help="start over in a --work_dir that holds a resumable run (its state is deleted)")
     run.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
     precision = run.add_mutually_exclusive_group()
     precision.add_argument("--fp16", action="store_true", help="float16 autocast with loss scaling (CUDA only)")
@@ -130,6 +133,12 @@ def parse_args(argv=None, framework="pytorch"):
         (args.max_epoch is not None and args.max_epoch < 1, "--max_epoch must be >= 1"),
         (args.warmup_step < 0, "--warmup_step must be >= 0"),
         (args.lora_dim < 0, "--lora_dim must be >= 0"),
+        (args.lora_dim > 0 and not args.lora_alpha > 0, "--lora_alpha must be > 0 (the LoRA update is scaled by "
+                                                        "alpha / r: 0 would train nothing)"),
+        (not args.lr > 0, "--lr must be > 0"),
+        (args.weight_decay < 0, "--weight_decay must be >= 0"),
+        (not (0.0 <= args.adam_beta1 < 1.0 and 0.0 <= args.adam_beta2 < 1.0), "--adam_beta1/2 must be in [0, 1)"),
+        (not args.adam_epsilon > 0, "--adam_epsilon must be > 0"),
         (not 0.0 <= args.lora_dropout < 1.0, "--lora_dropout must be in [0, 1)"),
         (not 0.0 <= args.label_smooth < 1.0, "--label_smooth must be in [0, 1)"),
         (args.clip < 0, "--clip must be >= 0"),
@@ -138,6 +147,10 @@ def parse_args(argv=None, framework="pytorch"):
     for bad, message in problems:
         if bad:
             parser.error(message)
+    try:
+        parse_targets(args.lora_targets)
+    except CardError as error:
+        parser.error(f"--lora_targets: {error}")
     return args
 
 

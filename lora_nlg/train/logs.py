@@ -77,6 +77,16 @@ def _json_safe(value):
     return value
 
 
+def drop_partial_line(path):
+    """Cut a last line without its newline (a run killed while writing it), so a resumed log stays readable."""
+    if not os.path.exists(path):
+        return
+    with open(path, "rb+") as f:
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+            f.truncate(data.rfind(b"\n") + 1)
+
+
 class TrainLog:
     """Writes lines to stdout and log.txt and events to log.jsonl, flushed as they come.
 
@@ -87,6 +97,9 @@ class TrainLog:
     def __init__(self, work_dir, append=False, echo=print):
         os.makedirs(work_dir, exist_ok=True)
         mode = "a" if append else "w"
+        if append:
+            for name in (LOG_TEXT, LOG_JSONL):
+                drop_partial_line(os.path.join(work_dir, name))
         self.text = open(os.path.join(work_dir, LOG_TEXT), mode, encoding="utf-8")
         self.jsonl = open(os.path.join(work_dir, LOG_JSONL), mode, encoding="utf-8")
         self.echo = echo

@@ -33,7 +33,7 @@ from lora_nlg.checkpoints.gpt2_weights import load_gpt2_weights
 from lora_nlg.data.batching import TrainBatches, eval_batches, load_encoded
 from lora_nlg.model.config import LoRAConfig, count_parameters, count_trainable, get_card, lora_shapes, param_shapes
 from lora_nlg.model.init_weights import init_gpt2_weights, init_lora_weights
-from lora_nlg.train.cli import engine_settings, parse_args, resume_settings
+from lora_nlg.train.cli import TrainConfigError, engine_settings, parse_args, resume_settings
 from lora_nlg.train.logs import SEPARATOR, TrainLog, echo_above_bar, perplexity, progress_bar, resume_line
 from lora_nlg.train.schedules import lr_at
 from lora_nlg.train.state import (
@@ -46,6 +46,7 @@ from lora_nlg.train.state import (
     step_seed,
 )
 from lora_nlg.util.errors import NLGError, run_cli
+from lora_nlg.util.work_dir import locked_work_dir
 
 BEST_STEM = "model.best"
 
@@ -81,8 +82,8 @@ class IntervalMeter:
                 "padded_tokens_per_batch": self.padded_tokens / self.batches}
 
 
-def read_examples(path):
-    examples = load_encoded(path)
+def read_examples(path, vocab_size):
+    examples = load_encoded(path, vocab_size)
     if not examples:
         raise NLGError(f"{path}: no examples")
     return examples
@@ -110,13 +111,16 @@ class Run:
         self.config = get_card(args.model_card)
         self.lora = LoRAConfig(r=args.lora_dim, alpha=args.lora_alpha, dropout=args.lora_dropout,
                                targets=args.lora_targets)
-        self.train_set = TrainBatches(read_examples(args.train_data), args.train_batch_size, args.seq_len,
-                                      args.random_seed, fixed_length=args.fixed_padding)
-        self.valid_examples = read_examples(args.valid_data)
+        self.train_set = TrainBatches(read_examples(args.train_data, self.config.vocab_size), args.train_batch_size,
+                                      args.seq_len, args.random_seed, fixed_length=args.fixed_padding)
+        self.valid_examples = read_examples(args.valid_data, self.config.vocab_size)
         self.max_step = args.max_step or args.max_epoch * len(self.train_set)
         self.state_path = os.path.join(args.work_dir, STATE_FILE)
         settings = resume_settings(args, self.max_step)
         groups = None
+        if not args.resume and not args.overwrite and os.path.exists(self.state_path):
+            raise TrainConfigError(f"{self.state_path}: --work_dir holds a resumable run; --resume continues it, "
+                                   f"--overwrite starts over and deletes it")
         if args.resume:
             self.state, groups = load_train_state(self.state_path)
             check_settings(self.state.settings, settings, self.state_path)
@@ -142,16 +146,20 @@ class Run:
         self.log.line(f"train: {len(self.train_set.examples)} examples, {len(self.train_set)} batches per epoch "
                       f"({self.train_set.n_truncated} cut to seq_len {args.seq_len}); "
                       f"valid: {len(self.valid_examples)} examples; max_step {self.max_step}")
+        if self.train_set.n_without_targets:
+            self.log.line(f"warning: {self.train_set.n_without_targets} training examples have no completion token "
+                          f"within seq_len {args.seq_len} (the context fills it): they train on nothing")
         resume_step = state.step if args.resume else None
         fields = {"step": state.step, "epoch": state.epoch, "batch": state.batch, "resume_step": resume_step}
         if args.resume:
             self.log.line(resume_line(fields))
         elif os.path.exists(self.state_path):
             os.remove(self.state_path)
-            self.log.line(f"new run: removed the previous run's {self.state_path} (--resume continues a run)")
+            self.log.line(f"--overwrite: removed the previous run's {self.state_path}")
         self.log.event("start", framework=self.engine.framework, args=vars(args), max_step=self.max_step,
                        batches_per_epoch=len(self.train_set), train_examples=len(self.train_set.examples),
                        valid_examples=len(self.valid_examples), truncated=self.train_set.n_truncated,
+                       without_targets=self.train_set.n_without_targets,
                        trainable_params=count_trainable(self.config, self.lora),
                        total_params=count_parameters({**param_shapes(self.config),
                                                       **lora_shapes(self.config, self.lora)}),
@@ -253,16 +261,17 @@ class Run:
 
 
 def train(args, engine_class):
-    run = Run(args, engine_class)
-    try:
-        run.log_start()
-        run.train()
-    except KeyboardInterrupt:
-        saved = "nothing saved yet" if run.last_saved is None else f"--resume continues from step {run.last_saved}"
-        run.log.line(f"{SEPARATOR}\nExiting from training early at step {run.state.step} ({saved})")
-        raise SystemExit(130) from None
-    finally:
-        run.log.close()
+    with locked_work_dir(args.work_dir):
+        run = Run(args, engine_class)
+        try:
+            run.log_start()
+            run.train()
+        except KeyboardInterrupt:
+            saved = "nothing saved yet" if run.last_saved is None else f"--resume continues from step {run.last_saved}"
+            run.log.line(f"{SEPARATOR}\nExiting from training early at step {run.state.step} ({saved})")
+            raise SystemExit(130) from None
+        finally:
+            run.log.close()
 
 
 def main(engine_class, argv=None):

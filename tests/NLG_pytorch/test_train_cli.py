@@ -202,7 +202,7 @@ def test_non_finite_weights_are_never_saved(data, tmp_path, capsys):
     assert exit_info.value.code == 1
     assert capsys.readouterr().err.startswith(
         "error: training diverged: non-finite weights (h.0.attn.c_attn.lora_B, h.1.attn.c_attn.lora_B) at step 1 ")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.jsonl", "log.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "log.jsonl", "log.txt"]
 
 
 def test_an_inf_in_the_base_weights_stops_at_step_one_without_writing(data, tmp_path, capsys):
@@ -215,7 +215,7 @@ def test_an_inf_in_the_base_weights_stops_at_step_one_without_writing(data, tmp_
     assert exit_info.value.code == 1
     assert "non-finite training loss nan at step 1 (epoch 1, batch 1); nothing saved after it (last checkpoint: none)" \
         in capsys.readouterr().err
-    assert sorted(p.name for p in work.iterdir()) == ["log.jsonl", "log.txt"]
+    assert sorted(p.name for p in work.iterdir()) == [".lock", "log.jsonl", "log.txt"]
 
 
 def _error_of(args, capsys):

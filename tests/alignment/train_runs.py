@@ -42,15 +42,16 @@ def events(work_dir, kind, name="log.jsonl"):
 
 
 def reference_train_line(e):
-    """microsoft/LoRA gpt2_ft.py's train line (with the space before '| ms/batch' of its current version)."""
-    return (f"| epoch {e['epoch']:3d} step {e['step']:>8d} | {e['batch']:>6d} batches | lr {e['lr']:.3g} "
-            f"| ms/batch {e['ms_per_batch']:5.2f} | loss {e['loss']:5.2f} | avg loss {e['avg_loss']:5.2f} "
-            f"| ppl {math.exp(e['avg_loss']):5.2f}")
+    """microsoft/LoRA gpt2_ft.py's train line (with the space before '| ms/batch' of its current version),
+    restated here as a %-template, independently of lora_nlg.train.logs; ppl is recomputed from avg loss."""
+    template = "| epoch %3d step %8d | %6d batches | lr %.3g | ms/batch %5.2f | loss %5.2f | avg loss %5.2f | ppl %5.2f"
+    return template % (e["epoch"], e["step"], e["batch"], e["lr"], e["ms_per_batch"], e["loss"], e["avg_loss"],
+                       math.exp(e["avg_loss"]))
 
 
 def reference_eval_line(e):
-    return (f"| Eval {e['eval']:3d} at step {e['step']:>8d} | time: {e['time_s']:5.2f}s "
-            f"| valid loss {e['valid_loss']:5.2f} | valid ppl {e['valid_ppl']:5.2f} | best ppl {e['best_ppl']:5.2f} ")
+    template = "| Eval %3d at step %8d | time: %5.2fs | valid loss %5.2f | valid ppl %5.2f | best ppl %5.2f "
+    return template % (e["eval"], e["step"], e["time_s"], e["valid_loss"], e["valid_ppl"], e["best_ppl"])
 
 
 def start_torch_ft(argv):

@@ -118,16 +118,6 @@ def test_unique_contexts_in_order_of_first_appearance():
     assert contexts == [[1, 2], [3], [4]] and rows == [[0, 2], [1, 3], [4]]
 
 
-@pytest.mark.parametrize("lines, problem", [
-    ('{"context": [1], "completion": [2]}\n{"context": [1], "completion": [2}\n', "line 2: malformed JSON"),
-    ('{"context": [1]}\n', "line 1: missing key 'completion'"),
-    ('{"context": [1], "completion": []}\n', "line 1: empty 'completion'"),
-    ('{"context": [1, "a"], "completion": [2]}\n', "line 1: 'context' must be a list of token ids"),
-])
-def test_load_encoded_errors_name_file_and_line(file_error, lines, problem):
-    file_error(batching.load_encoded, "train.jsonl", lines, problem)
-
-
 def test_load_encoded_reads_what_prepare_writes(tmp_path):
     write_jsonl(tmp_path / "x.jsonl", [{"context": [3, EOS_ID], "completion": [4, 5, EOS_ID]}])
     assert batching.load_encoded(str(tmp_path / "x.jsonl")) == [([3, EOS_ID], [4, 5, EOS_ID])]

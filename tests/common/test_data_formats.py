@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lora_nlg.data import format_converting
+from lora_nlg.data import batching, format_converting
 from lora_nlg.data.tokenizer import EOS_ID, encode_records
 from lora_nlg.util.errors import NLGError
 from lora_nlg.util.jsonl import read_jsonl, write_jsonl
@@ -82,15 +82,38 @@ def test_encoding_is_gpt2_encode_with_bos_and_eos(tokenizer):
         {"context": [15496, EOS_ID], "completion": [995, EOS_ID]}]
 
 
-@pytest.mark.parametrize("content, problem", [
-    ("a||b\nno separator here\n", "line 2: expected 'meaning representation||reference text'"),
-    ("a||b||c\n", "line 1: expected"),
-    ("||text\n", "line 1: expected"),
-    ("a||b\n\n", "line 2: expected"),
-    ("a||   \n", "input 'a' has only empty references"),
-])
-def test_bad_e2e_lines(file_error, content, problem):
-    file_error(format_converting.format_e2e, "train.txt", content, problem)
+# every reader of a data file: the error names the file (and line, where there is one) and the problem
+E2E_TXT = (format_converting.format_e2e, "train.txt")
+DART_JSON = (format_converting.format_dart, "dart.json")
+FORMATTED = (format_converting.read_formatted, "train_formatted.jsonl")
+ENCODED = (batching.load_encoded, "train.jsonl")
+BAD_FILES = [
+    (*E2E_TXT, "a||b\nno separator here\n", "line 2: expected 'meaning representation||reference text'"),
+    (*E2E_TXT, "a||b||c\n", "line 1: expected"),
+    (*E2E_TXT, "||text\n", "line 1: expected"),
+    (*E2E_TXT, "a||b\n\n", "line 2: expected"),
+    (*E2E_TXT, "a||   \n", "input 'a' has only empty references"),
+    (*DART_JSON, '[{"tripleset": [["a", "P"]], "annotations": []}]', r"entry 1: a triple is not \[subject, predicate, object\]"),
+    (*DART_JSON, '[{"tripleset": [["a", "P", "b"]]}]', "entry 1: missing key 'annotations'"),
+    (*DART_JSON, '[{"tripleset": [["a", "P", "b"]], "annotations": [{"source": "x"}]}]', "entry 1: missing key 'text'"),
+    (*DART_JSON, '{"tripleset": []}', "expected a JSON list at the top level"),
+    (*DART_JSON, '[{"tripleset": [["a", "P", "b"]],\n "annotations": [}]', "line 2: malformed JSON"),
+    (*FORMATTED, '{"context": "a : p : b", "completion": "x"}\n{"context": "a"\n', "line 2: malformed JSON"),
+    (*FORMATTED, '{"context": "a : p : b"}\n', "line 1: missing key 'completion'"),
+    (*FORMATTED, '[1, 2]\n', "line 1: expected a JSON object, got list"),
+    (*FORMATTED, '{"context": "a : p : b", "completion": 3}\n', "line 1: 'context' and 'completion' must be strings"),
+    (*ENCODED, '{"context": [1], "completion": [2]}\n{"context": [1], "completion": [2}\n',
+     "line 2: malformed JSON"),
+    (*ENCODED, '{"context": [1]}\n', "line 1: missing key 'completion'"),
+    (*ENCODED, '{"context": [1], "completion": []}\n', "line 1: empty 'completion'"),
+    (*ENCODED, '{"context": [1, "a"], "completion": [2]}\n',
+     "line 1: 'context' must be a list of token ids"),
+]
+
+
+@pytest.mark.parametrize("reader, name, content, problem", BAD_FILES)
+def test_bad_files_are_named_with_their_problem(file_error, reader, name, content, problem):
+    file_error(reader, name, content, problem)
 
 
 def webnlg_file(tmp_path, entry):
@@ -119,27 +142,6 @@ def test_bad_webnlg_entries(tmp_path, change, problem):
 def test_good_synthetic_webnlg_entry(tmp_path):
     records, notes = format_converting.format_webnlg(str(webnlg_file(tmp_path, GOOD_ENTRY)))
     assert records == [{"context": "a : p : b", "completion": "A p b.", "category": "Food", "seen": True}]
-
-
-@pytest.mark.parametrize("content, problem", [
-    ('[{"tripleset": [["a", "P"]], "annotations": []}]', r"entry 1: a triple is not \[subject, predicate, object\]"),
-    ('[{"tripleset": [["a", "P", "b"]]}]', "entry 1: missing key 'annotations'"),
-    ('[{"tripleset": [["a", "P", "b"]], "annotations": [{"source": "x"}]}]', "entry 1: missing key 'text'"),
-    ('{"tripleset": []}', "expected a JSON list at the top level"),
-    ('[{"tripleset": [["a", "P", "b"]],\n "annotations": [}]', "line 2: malformed JSON"),
-])
-def test_bad_dart_files(file_error, content, problem):
-    file_error(format_converting.format_dart, "dart.json", content, problem)
-
-
-@pytest.mark.parametrize("content, problem", [
-    ('{"context": "a : p : b", "completion": "x"}\n{"context": "a"\n', "line 2: malformed JSON"),
-    ('{"context": "a : p : b"}\n', "line 1: missing key 'completion'"),
-    ('[1, 2]\n', "line 1: expected a JSON object, got list"),
-    ('{"context": "a : p : b", "completion": 3}\n', "line 1: 'context' and 'completion' must be strings"),
-])
-def test_bad_formatted_files(file_error, content, problem):
-    file_error(format_converting.read_formatted, "train_formatted.jsonl", content, problem)
 
 
 def test_triple_contexts_are_checked(tmp_path):

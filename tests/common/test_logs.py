@@ -104,3 +104,14 @@ def test_malformed_jsonl_names_file_and_line(tmp_path):
         logs.read_log(path)
     with pytest.raises(NLGError, match=r"missing\.txt: cannot read"):
         logs.read_log(tmp_path / "missing.txt")
+
+
+def test_a_resumed_log_drops_the_half_line_a_killed_run_left(tmp_path):
+    (tmp_path / logs.LOG_JSONL).write_text('{"type": "train", "step": 1}\n{"type": "tra')
+    (tmp_path / logs.LOG_TEXT).write_text("| epoch   1 step 1\n| epo")
+    log = logs.TrainLog(tmp_path, append=True, echo=lambda text: None)
+    log.event("start", step=1, resume_step=1)
+    log.line("resuming from step 1")
+    log.close()
+    assert [e["type"] for e in logs.read_log(tmp_path / logs.LOG_JSONL)] == ["train", "start"]
+    assert (tmp_path / logs.LOG_TEXT).read_text() == "| epoch   1 step 1\nresuming from step 1\n"
