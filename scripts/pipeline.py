@@ -4,8 +4,9 @@
                             [--init_checkpoint PATH]           (run_webnlg.sh, run_dart.sh, run_squad.sh alike)
     = python scripts/pipeline.py --dataset e2e ...              (--dry_run lists the stages and commands)
 
-Stages, each skipped when it finished before with the same settings (lora_nlg/pipeline/stages.py; a failure
-stops the pipeline and names the stage's log):
+Stages, each skipped when it finished before with the same settings, its outputs pass their checks (lines,
+JSON, checkpoints load) and its inputs are those it consumed; otherwise it runs again, and so does everything
+after it (lora_nlg/pipeline/stages.py; a failure stops the pipeline and names the stage's log):
   prepare              data/prepare.py -> data/<dataset>/<full|sampled_18pct>/
   corpus, pretrain,    cpu preset only: the demo's base, gpt2.tiny trained as a language model on
   export               non-E2E text by the PyTorch tree -> pretrained_checkpoints/cpu_demo_base/ (HF layout;
@@ -37,20 +38,31 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # run from anywhere, with any python that has the requirements
 
 from lora_nlg.checkpoints.adapter import load_adapter  # noqa: E402
+from lora_nlg.checkpoints.gpt2_weights import load_gpt2_weights  # noqa: E402
 from lora_nlg.checkpoints.hf_export import write_hf_gpt2  # noqa: E402
+from lora_nlg.data.batching import load_encoded, unique_contexts  # noqa: E402
 from lora_nlg.data.sampling import evenly_spaced  # noqa: E402
 from lora_nlg.decode import beam_cli  # noqa: E402
-from lora_nlg.decode.to_text import subset_path  # noqa: E402
+from lora_nlg.decode.to_text import group_inputs, select, subset_path  # noqa: E402
+from lora_nlg.model.config import GPT2Config  # noqa: E402
 from lora_nlg.pipeline import presets  # noqa: E402
 from lora_nlg.pipeline.frameworks import framework_cwd, framework_python, framework_script  # noqa: E402
 from lora_nlg.pipeline.stages import (  # noqa: E402
     Call,
     Command,
+    Damaged,
     Ref,
     Stage,
     StageFailed,
+    checking,
+    clean_leftovers,
+    count_lines,
+    expect_lines,
     format_seconds,
     named_outputs,
+    plan_status,
+    read_json_output,
+    read_text_output,
     resolve,
     run_stages,
     say,
@@ -59,7 +71,7 @@ from lora_nlg.train import cli as train_cli  # noqa: E402
 from lora_nlg.train.logs import read_log  # noqa: E402
 from lora_nlg.train.state import STATE_FILE  # noqa: E402
 from lora_nlg.util.errors import NLGError, run_cli  # noqa: E402
-from lora_nlg.util.files import atomic_open, write_json  # noqa: E402
+from lora_nlg.util.files import atomic_open, sha256_file, write_json  # noqa: E402
 from lora_nlg.util.jsonl import read_jsonl, write_jsonl  # noqa: E402
 
 EXTRA_STAGES = ("corpus", "pretrain", "train", "beam")
@@ -144,6 +156,139 @@ def check_flags(stage, parse, argv):
         raise NLGError(f"--extra {stage}: {captured.getvalue().strip().splitlines()[-1]}") from None
 
 
+# ---------------------------------------------------------------- checks of finished stages' outputs
+# Each raises Damaged(path, why); a stage whose outputs fail runs again (lora_nlg.pipeline.stages).
+
+def verify_data(outputs, _results):
+    """prepare / corpus: manifest.json lists every data file with its sha256 (and its rows): each has them."""
+    manifest = read_json_output(outputs.manifest)
+    listed = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(listed, dict):
+        raise Damaged(outputs.manifest, "no 'files' object")
+    for path in outputs:
+        if path == outputs.manifest:
+            continue
+        name = os.path.basename(path)
+        entry = listed.get(name)
+        digest = entry.get("sha256") if isinstance(entry, dict) else entry
+        if not isinstance(digest, str):
+            raise Damaged(outputs.manifest, f"no sha256 of {name}")
+        rows = listed_rows(manifest, name)
+        if rows is not None:
+            expect_lines(path, count_lines(path), rows, "rows in manifest.json")
+        with checking(path):
+            if sha256_file(path) != digest:
+                raise Damaged(path, "its sha256 differs from the one in manifest.json")
+
+
+def listed_rows(manifest, name):
+    """The rows manifest.json gives for a data file: data/prepare.py's per split, prepare_corpus.py's per file."""
+    entry = manifest["files"][name]
+    if isinstance(entry, dict):
+        return entry.get("examples")
+    split = name.removesuffix(".jsonl").removesuffix("_formatted")
+    return manifest.get("splits", {}).get(split, {}).get("references")
+
+
+def verify_test_subset(outputs, results):
+    """Both files hold the same rows (the number the stage wrote)."""
+    counts = {path: count_lines(path) for path in outputs}
+    expected = results.get("rows", counts[outputs.test_formatted])
+    for path, count in counts.items():
+        expect_lines(path, count, expected, "rows of the test subset")
+
+
+def verify_checkpoint(outputs, _results):
+    """Training: its final checkpoint loads (tensors checked against its own config)."""
+    with checking(outputs.checkpoint):
+        load_adapter(outputs.checkpoint)
+
+
+def verify_base(outputs, _results):
+    """The exported base: config.json gives a GPT-2 shape and model.safetensors holds every weight of it."""
+    config = read_json_output(outputs.config)
+    with checking(outputs.config):
+        shape = GPT2Config(**{key: config[key] for key in ("n_embd", "n_layer", "n_head", "vocab_size",
+                                                            "n_positions", "layer_norm_epsilon")})
+    with checking(outputs.weights):
+        load_gpt2_weights(outputs.weights, shape)
+
+
+def verify_predictions(tests):
+    """Beam search: one prediction per unique input of the test file, ids 0..n-1."""
+    def verify(outputs, _results):
+        with checking(tests.test):
+            inputs = len(unique_contexts(load_encoded(tests.test))[0])
+        path = outputs.predictions
+        with checking(path):
+            ids = [item["id"] for _, item in read_jsonl(path, required=("id", "predict"))]
+        expect_lines(path, len(ids), inputs, f"unique inputs of {tests.test}")
+        if sorted(ids) != list(range(inputs)):
+            raise Damaged(path, f"its ids are not 0..{inputs - 1}")
+    return verify
+
+
+def verify_scorer_files(dataset, folder, tests):
+    """Decode: each subset's prediction file has one prediction per input of its reference file, and those are the
+    test file's unique inputs (SQuAD: its questions)."""
+    spec = presets.DATASETS[dataset]
+
+    def verify(_outputs, _results):
+        with checking(tests.test_formatted):
+            inputs, _ = group_inputs(tests.test_formatted)
+            chosen = {subset: select(inputs, subset) for subset in spec.subsets}
+        for subset in spec.subsets:
+            ref, pred = scorer_files(dataset, folder, subset)
+            count, what = len(chosen[subset]), "test inputs" if subset == "all" else f"{subset} test inputs"
+            if spec.scorer == "squad":
+                verify_squad_files(ref, pred, [row["id"] for item in chosen[subset] for _, row in item.rows])
+            elif spec.scorer == "e2e":  # references one per line, a blank line between inputs
+                groups = [group for group in read_text_output(ref).rstrip("\n").split("\n\n") if group]
+                if len(groups) != count:
+                    raise Damaged(ref, f"{len(groups)} groups of references for {count} {what}")
+                expect_lines(pred, count_lines(pred), count, f"inputs of {ref}")
+            else:  # reference0..N-1 parallel to the hypotheses, no final newline (GenerationEval splits on it)
+                references = int(spec.decode[spec.decode.index("--ref_num") + 1])
+                for k in range(references):
+                    path = os.path.join(ref, f"reference{k}")
+                    expect_lines(path, len(read_text_output(path).split("\n")), count, what)
+                expect_lines(pred, len(read_text_output(pred).split("\n")), count, f"inputs of {ref}")
+    return verify
+
+
+def verify_squad_files(ref, pred, questions):
+    dataset = read_json_output(ref)
+    with checking(ref):
+        ids = [qa["id"] for article in dataset["data"] for paragraph in article["paragraphs"]
+               for qa in paragraph["qas"]]
+    if sorted(ids) != sorted(questions):
+        raise Damaged(ref, f"{len(ids)} questions for the {len(questions)} of the test file")
+    answers = read_json_output(pred)
+    if not isinstance(answers, dict) or set(answers) != set(ids):
+        raise Damaged(pred, f"{len(answers) if isinstance(answers, dict) else 'no'} answers for the {len(ids)} "
+                            f"questions of {ref}")
+
+
+def verify_scores(parts):
+    """Score: every scorer's file holds numbers, and scores.json is their merge."""
+    def verify(outputs, _results):
+        if json.dumps(merged_scores(parts)) != json.dumps(read_json_output(outputs.scores)):  # NaN == NaN here
+            raise Damaged(outputs.scores, f"not the merge of {', '.join(parts.values())}")
+    return verify
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def verify_comparison(outputs, _results):
+    with checking(outputs.image):
+        with open(outputs.image, "rb") as f:
+            if f.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
+                raise Damaged(outputs.image, "not a PNG image")
+    if not read_text_output(outputs.table).strip():
+        raise Damaged(outputs.table, "empty")
+
+
 # ---------------------------------------------------------------- stages
 
 def prepare_stage(args, paths):
@@ -154,7 +299,7 @@ def prepare_stage(args, paths):
     if args.source:
         argv += ["--source", args.source]
     outputs = files_in(paths.data, train="train.jsonl", valid="valid.jsonl", **TEST_FILES, manifest="manifest.json")
-    return Stage("prepare", paths.data, "prepare", [Command(argv)], outputs=outputs)
+    return Stage("prepare", paths.data, "prepare", [Command(argv)], outputs=outputs, verify=verify_data)
 
 
 def spread_inputs(source, count, folder, target):
@@ -170,7 +315,7 @@ def spread_inputs(source, count, folder, target):
         write_jsonl(target.test_formatted, (rows[i] for i in keep))
         write_jsonl(target.test, (ids[i] for i in keep))
         log(f"test subset: {len(chosen)} inputs ({len(keep)} rows) spread over {source.test_formatted}")
-        return {}
+        return {"rows": len(keep)}
     return Call(step, f"{count} test inputs spread over {source.test_formatted} -> {folder}")
 
 
@@ -178,7 +323,8 @@ def test_subset_stage(args, paths, prepare):
     folder = os.path.join(paths.run, f"test_{args.test_inputs}_inputs")
     outputs = files_in(folder, **TEST_FILES)
     step = spread_inputs(prepare.outputs, args.test_inputs, folder, outputs)
-    return Stage("test subset", paths.run, "test_subset", [step], outputs=outputs, upstream=[prepare])
+    return Stage("test subset", paths.run, "test_subset", [step], outputs=outputs, upstream=[prepare],
+                 verify=verify_test_subset)
 
 
 def final_checkpoint(work_dir):
@@ -206,7 +352,7 @@ def train_stage(name, framework, data, work_dir, settings, init, extra, after=()
     command = Command([*program, *flags, *extra_flags], cwd=framework_cwd(framework),
                       resume=("--resume", os.path.join(work_dir, STATE_FILE)))
     stage = Stage(name, work_dir, "train", [command], upstream=[data, *after],
-                  collect=lambda: final_checkpoint(work_dir))
+                  collect=lambda: final_checkpoint(work_dir), verify=verify_checkpoint)
     stage.outputs = named_outputs(checkpoint=Ref(stage, "checkpoint"))
     return stage
 
@@ -220,7 +366,8 @@ def export_stage(paths, pretrain):
         return {}
     outputs = files_in(paths.base_dir, weights="model.safetensors", config="config.json")
     call = Call(step, f"export the final checkpoint of {paths.pretrain} to {paths.base_dir}")
-    return Stage("export base", paths.pretrain, "export", [call], outputs=outputs, upstream=[pretrain])
+    return Stage("export base", paths.pretrain, "export", [call], outputs=outputs, upstream=[pretrain],
+                 verify=verify_base)
 
 
 def cpu_base_stages(args, paths):
@@ -228,7 +375,7 @@ def cpu_base_stages(args, paths):
     argv = [sys.executable, os.path.join(ROOT, "data", "prepare_corpus.py"), "--out", paths.corpus,
             "--vocab-dir", paths.vocab] + (["--source", args.source] if args.source else []) + args.extra["corpus"]
     outputs = files_in(paths.corpus, train="train.jsonl", valid="valid.jsonl", manifest="manifest.json")
-    corpus = Stage("corpus", paths.corpus, "corpus", [Command(argv)], outputs=outputs)
+    corpus = Stage("corpus", paths.corpus, "corpus", [Command(argv)], outputs=outputs, verify=verify_data)
     framework = "pytorch"  # the base is built once, by one tree, for both
     pretrain = train_stage(f"pretrain base ({framework})", framework, corpus, paths.pretrain, presets.CPU_PRETRAIN,
                            None, ("pretrain", args.extra["pretrain"]))
@@ -246,7 +393,7 @@ def beam_stage(model, args):
     argv = [*program, *flags, "--work_dir", model.folder, "--output_file", output]
     return Stage(model.stage_name("beam"), model.folder, "beam", [Command(argv, cwd=framework_cwd(framework))],
                  outputs=named_outputs(predictions=os.path.join(model.folder, output)), upstream=list(model.upstream),
-                 role=model)
+                 role=model, verify=verify_predictions(model.tests.outputs))
 
 
 SCORER_FILES = {  # scorer -> the (reference, prediction) names decode writes; {} is the dataset
@@ -272,18 +419,26 @@ def decode_stage(model, beam, args, paths):
             "--output_ref_file", ref, "--output_pred_file", pred, "--ref_type", args.dataset, *spec.decode]
     outputs = [path for subset in spec.subsets for path in scorer_files(args.dataset, model.folder, subset)]
     return Stage(model.stage_name("decode"), model.folder, "decode", [Command(argv, cwd=framework_cwd(framework))],
-                 outputs=outputs, upstream=[beam], role=model)
+                 outputs=outputs, upstream=[beam], role=model,
+                 verify=verify_scorer_files(args.dataset, model.folder, model.tests.outputs))
+
+
+def merged_scores(parts):
+    """`parts` (subset -> its scores file) -> one flat object, the metrics of subsets other than `all` suffixed.
+    A file that is not an object of numbers is Damaged (an NLGError)."""
+    merged = {}
+    for subset, path in parts.items():
+        scores = read_json_output(path)
+        if not (isinstance(scores, dict) and scores and all(isinstance(v, (int, float)) for v in scores.values())):
+            raise Damaged(path, "not an object of scores")
+        merged.update({(k if subset == "all" else f"{k}_{subset}"): v for k, v in scores.items()})
+    return merged
 
 
 def merge_scores(folder, parts, merged_path):
-    """`parts` (subset -> its scores file in folder/scores/) -> one flat object at `merged_path`, the metrics of
-    subsets other than `all` suffixed."""
+    """`parts` (subset -> its scores file in folder/scores/) -> one flat object at `merged_path`."""
     def step(log):
-        merged = {}
-        for subset, path in parts.items():
-            with open(path, encoding="utf-8") as f:
-                scores = json.load(f)
-            merged.update({(k if subset == "all" else f"{k}_{subset}"): v for k, v in scores.items()})
+        merged = merged_scores(parts)
         write_json(merged_path, merged)
         log("scores: " + ", ".join(f"{k} {v:.4f}" for k, v in merged.items()))
         return {"scores": merged}
@@ -308,7 +463,7 @@ def score_stage(model, decode, dataset):
     merged = os.path.join(model.folder, "scores.json")
     steps = [*commands, merge_scores(model.folder, parts, merged)]
     return Stage(model.stage_name("score"), model.folder, "score", steps, outputs=named_outputs(scores=merged),
-                 upstream=[decode], role=model)
+                 upstream=[decode], role=model, verify=verify_scores(parts))
 
 
 def evaluation_stages(model, args, paths):
@@ -342,7 +497,8 @@ def compare_stage(args, paths, lora):
     argv = [sys.executable, os.path.join(ROOT, "scripts", "compare_logs.py"), *(e.model.folder for e in lora),
             "--out", image, "--labels", *(e.model.framework for e in lora), "--md", table]
     return Stage("compare frameworks", paths.run, "compare", [Command(argv)],
-                 outputs=named_outputs(image=image, table=table), upstream=[e.score for e in lora])
+                 outputs=named_outputs(image=image, table=table), upstream=[e.score for e in lora],
+                 verify=verify_comparison)
 
 
 def plan(args):
@@ -369,6 +525,11 @@ def plan(args):
     return Plan(paths, stages, evaluations)
 
 
+def written_folders(planned):
+    """Folders the pipeline writes beyond its stages' own and their outputs': the summary's, the scorers'."""
+    return [planned.paths.run, *(os.path.join(e.model.folder, "scores") for e in planned.evaluations)]
+
+
 def base_checkpoint(args):
     """--init_checkpoint, or the preset's default place for a downloaded GPT-2; it must exist."""
     path = os.path.abspath(args.init_checkpoint or os.path.join(ROOT, args.preset_spec.pretrained))
@@ -389,7 +550,7 @@ def summary(args, planned, times, seconds):
              f"`{' '.join(shlex.quote(a) for a in sys.argv)}`", ""]
     rows = []
     for evaluation in planned.evaluations:
-        if evaluation.score.is_done():
+        if evaluation.score.finished():  # (checked before it was skipped, or written just now)
             with open(evaluation.score.outputs.scores, encoding="utf-8") as f:
                 rows.append((evaluation.model.framework, evaluation.model.label, json.load(f)))
     if rows:
@@ -403,7 +564,11 @@ def summary(args, planned, times, seconds):
               for t in times]
     lines += [f"| **total** | {format_seconds(seconds)} |", ""]
     text = "\n".join(lines)
-    with atomic_open(os.path.join(planned.paths.run, "summary.md")) as f:
+    path = os.path.join(planned.paths.run, "summary.md")
+    if all(t.seconds is None for t in times) and os.path.exists(path):
+        say(f"[pipeline] summary: every stage skipped, so {path} stays as the run that made these results wrote it")
+        return text
+    with atomic_open(path) as f:
         f.write(text)
     return text
 
@@ -462,11 +627,13 @@ def main(argv=None):
     args = parse_args(argv)
     planned = plan(args)
     if args.dry_run:
-        for stage in planned.stages:
-            say(f"[pipeline] {stage.name}: {'done' if stage.is_done() else 'to run'} ({stage.path('done.json')})")
+        for stage, why in plan_status(planned.stages):
+            state = "done" if why is None else f"to run again, {why}" if why else "to run"
+            say(f"[pipeline] {stage.name}: {state} ({stage.path('done.json')})")
             for step in stage.steps:
                 say(f"   {step.describe()}")
         return
+    clean_leftovers(planned.stages, written_folders(planned))
     clock = time.perf_counter()
     try:
         times = run_stages(planned.stages)

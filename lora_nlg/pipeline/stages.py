@@ -39,11 +39,12 @@ from collections import namedtuple
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
-from lora_nlg.util.errors import NLGError
+from lora_nlg.util.errors import CheckpointError, NLGError
 from lora_nlg.util.files import atomic_open
 from lora_nlg.util.work_dir import LOCK_FILE, remove_partial_files
 
 MARKER_DIR = "stages"
+MISSING = "missing"
 
 
 class StageFailed(NLGError):
@@ -54,6 +55,7 @@ class Damaged(NLGError):
     """A finished stage's output that fails its check: `path` and why, for one line."""
 
     def __init__(self, path, why):
+        why = " ".join(str(why).split())  # one line, whatever a reader's message held
         super().__init__(f"{path}: {why}")
         self.path = path
         self.why = why
@@ -71,7 +73,9 @@ class Ref(NamedTuple):
 @dataclass
 class Command:
     """A subprocess: argv items are strings or Refs. `resume` (flag, path): when the stage was started
-    before with the same key and that attempt wrote `path`, the flag is added to continue that run."""
+    before with the same key and that attempt wrote `path`, the flag is added to continue that run; a state at
+    `path` from any other run (a finished one, one with other settings) is removed first, so the command starts
+    over (gpt2_ft.py refuses to start over a resumable state without being told)."""
     argv: list
     cwd: str | None = None
     resume: tuple | None = None
@@ -80,14 +84,22 @@ class Command:
         text = " ".join(shlex.quote(str(item)) for item in self.argv)
         return f"(cd {shlex.quote(self.cwd)} && {text})" if self.cwd else text
 
+    def resumes(self, attempt_started):
+        """`attempt_started`: when an unfinished attempt with the same key began (or None). A state file older
+        than that attempt belongs to another run and is not resumed."""
+        return bool(self.resume and attempt_started is not None and os.path.exists(self.resume[1])
+                    and os.path.getmtime(self.resume[1]) >= attempt_started)
+
+    def stale_state(self, attempt_started):
+        """The state file of another run, which this attempt does not continue (None if there is none)."""
+        if self.resume and os.path.exists(self.resume[1]) and not self.resumes(attempt_started):
+            return self.resume[1]
+        return None
+
     def resolved(self, attempt_started):
-        """argv with Refs resolved; `attempt_started`: when an unfinished attempt with the same key began (or None).
-        A state file older than that attempt belongs to another run and is not resumed."""
+        """argv with Refs resolved, and the resume flag when this attempt continues its state."""
         argv = [resolve(item) for item in self.argv]
-        if self.resume and attempt_started is not None and os.path.exists(self.resume[1]) \
-                and os.path.getmtime(self.resume[1]) >= attempt_started:
-            argv.append(self.resume[0])
-        return argv
+        return argv + [self.resume[0]] if self.resumes(attempt_started) else argv
 
 
 @dataclass
@@ -163,6 +175,8 @@ def checking(path):
         yield
     except Damaged:
         raise
+    except CheckpointError as error:  # names the file of a checkpoint that failed (e.g. its .json)
+        raise Damaged(error.path, error.problem) from None
     except NLGError as error:
         text = str(error)
         raise Damaged(path, text[len(path) + 2:] if text.startswith(f"{path}: ") else text) from None
@@ -181,27 +195,38 @@ def read_json_output(path):
             try:
                 return json.load(f)
             except json.JSONDecodeError as error:
-                raise Damaged(path, f"invalid JSON ({error.msg} at line {error.lineno})") from None
+                raise Damaged(path, f"invalid JSON ({error})") from None
 
 
-def text_lines(path):
-    """The lines of a text file (a last line without its newline counts)."""
+def read_text_output(path):
+    """The text of an output file, exactly as stored."""
     with checking(path):
-        with open(path, encoding="utf-8", newline="") as f:
-            return f.read().splitlines()
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8")
 
 
-def expect_lines(path, lines, expected, what):
+def count_lines(path):
+    """Lines of a file whose lines end with a newline (a last one without it counts too), read in blocks."""
+    count, last = 0, b"\n"
+    with checking(path):
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                count += block.count(b"\n")
+                last = block[-1:]
+    return count + (last != b"\n")
+
+
+def expect_lines(path, count, expected, what):
     """Damaged unless the file has `expected` lines, one for each of the `expected` `what` (e.g. "test inputs")."""
-    if len(lines) != expected:
-        raise Damaged(path, f"{len(lines)} lines for {expected} {what}")
+    if count != expected:
+        raise Damaged(path, f"{count} lines for {expected} {what}")
 
 
 def verify_exist_and_parse(outputs):
     """The checks every stage gets: its outputs exist; the JSON ones parse."""
     for path in outputs:
         if not os.path.exists(path):
-            raise Damaged(path, "missing")
+            raise Damaged(path, MISSING)
         if path.endswith(".json") and os.path.isfile(path):
             read_json_output(path)
 
@@ -264,7 +289,7 @@ class Stage:
             if self.verify is not None:
                 self.verify(self.shaped(outputs), marker.get("results", {}))
         except Damaged as damage:
-            return f"output {damage.path} is damaged ({damage.why})"
+            return f"output {damage.path} is {'missing' if damage.why == MISSING else f'damaged ({damage.why})'}"
         except (KeyError, TypeError):
             return "its done-marker is incomplete"
         for path, recorded in (marker.get("output_files") or {}).items():
@@ -370,16 +395,21 @@ def run_stage(stage, echo):
     resuming = bool(started and started.get("key") == stage.key and done is None)
     attempt_started = started["time"] if resuming else None
     os.makedirs(os.path.dirname(stage.log_path), exist_ok=True)
+    if not resuming:  # (first: a state file older than this attempt is never resumed)
+        write_marker(stage.path("started.json"), {"key": stage.key, "name": stage.name, "time": time.time()})
     with contextlib.suppress(FileNotFoundError):
         os.remove(stage.path("done.json"))  # from here on, a killed attempt is unfinished, not done
-    if not resuming:
-        write_marker(stage.path("started.json"), {"key": stage.key, "name": stage.name, "time": time.time()})
     inputs = identities(stage.input_files())  # what this attempt consumes
     clock = time.perf_counter()
     results = {}
     with open(stage.log_path, "a" if resuming else "w", encoding="utf-8") as log:
         for step in stage.steps:
             if isinstance(step, Command):
+                stale = step.stale_state(attempt_started)
+                if stale:
+                    os.remove(stale)
+                    log.write(f"note: removed {stale}: the state of another run (finished, or with other "
+                              f"settings), which this attempt does not continue\n")
                 argv = step.resolved(attempt_started)
                 log.write(f"$ {Command(argv, step.cwd).describe()}\n")
                 log.flush()
@@ -401,6 +431,7 @@ def run_stage(stage, echo):
                 stage.verify(stage.shaped(outputs), results)
         except Damaged as damage:
             log.write(f"error: output {damage}\n")
+            os.remove(stage.path("started.json"))  # the next run starts it over instead of resuming this attempt
             raise StageFailed(f"stage {stage.name!r} finished, but its output {damage.path} is damaged "
                               f"({damage.why}); its log: {stage.log_path}") from None
     seconds = time.perf_counter() - clock

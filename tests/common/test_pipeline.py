@@ -10,9 +10,17 @@ import sys
 
 import pytest
 
+from lora_nlg.checkpoints.hf_export import write_hf_gpt2
+from lora_nlg.decode import to_text
+from lora_nlg.decode.to_text import subset_path
+from lora_nlg.model.config import get_card
+from lora_nlg.model.init_weights import init_gpt2_weights
 from lora_nlg.pipeline import presets
-from lora_nlg.pipeline.stages import Command, StageTime
+from lora_nlg.pipeline.stages import Command, Damaged, StageTime
 from lora_nlg.util.errors import NLGError
+from lora_nlg.util.files import sha256_file
+from lora_nlg.util.jsonl import write_jsonl
+from testpaths import VOCAB
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("pipeline", ROOT / "scripts" / "pipeline.py")
@@ -281,3 +289,117 @@ def test_summary_rows_come_from_the_plan(tmp_path, monkeypatch):
            "| pytorch | LoRA | 0.1000 |\n| jittor | LoRA | 0.3000 |\n" in text
     assert "| prepare | 1.0s |\n| corpus | skipped (done before) |\n| **total** | 2.0s |" in text
     assert (tmp_path / "run" / "summary.md").read_text() == text
+
+
+# ---------------------------------------------------------------- checks of finished stages' outputs
+
+ROWS = {  # formatted test rows: 3 rows of 2 unique inputs (one of a seen category, one unseen)
+    "e2e": [{"context": "name : A", "completion": "A one ."}, {"context": "name : A", "completion": "A two ."},
+            {"context": "name : B", "completion": "B one ."}],
+    "webnlg": [{"context": "A | p | x", "completion": "A p x .", "seen": True},
+               {"context": "A | p | x", "completion": "x is A's p .", "seen": True},
+               {"context": "B | q | y", "completion": "B q y .", "seen": False}],
+    "squad": [{"context": "Context: A is x. Question: what is A? Answer:", "completion": " x", "id": "q1",
+               "question": "what is A?", "title": "T", "answers": [{"text": "x"}]},
+              {"context": "Context: A is x. Question: what is A? Answer:", "completion": " x", "id": "q2",
+               "question": "what is A?", "title": "T", "answers": [{"text": "x"}]},
+              {"context": "Context: B is y. Question: what is B? Answer:", "completion": " y", "id": "q3",
+               "question": "what is B?", "title": "T", "answers": [{"text": "y"}]}],
+}
+
+
+def decoded(tmp_path, dataset):
+    """gpt2_decode.py's real output files for ROWS[dataset] and 2 predictions; the decode stage's check."""
+    tests = pipeline.files_in(str(tmp_path), test="test.jsonl", test_formatted="test_formatted.jsonl")
+    write_jsonl(tests.test_formatted, ROWS[dataset])
+    write_jsonl(tmp_path / "predict.jsonl", [{"id": 0, "predict": [87, 764]}, {"id": 1, "predict": [88, 764]}])
+    ref, pred = pipeline.scorer_files(dataset, str(tmp_path))
+    to_text.main(["--vocab", str(VOCAB), "--sample_file", str(tmp_path / "predict.jsonl"), "--input_file",
+                  tests.test_formatted, "--output_ref_file", ref, "--output_pred_file", pred, "--ref_type", dataset,
+                  *presets.DATASETS[dataset].decode])
+    return pipeline.verify_scorer_files(dataset, str(tmp_path), tests), ref, pred
+
+
+@pytest.mark.parametrize("dataset", ["e2e", "webnlg", "squad"])
+def test_decode_files_are_checked_against_the_test_inputs(tmp_path, dataset, capsys):
+    verify, ref, pred = decoded(tmp_path, dataset)
+    verify(None, {})  # what decode wrote passes
+    if dataset == "squad":
+        answers = json.loads(pathlib.Path(pred).read_text())
+        del answers["q3"]
+        pathlib.Path(pred).write_text(json.dumps(answers))
+        problem = f"{pred}: 2 answers for the 3 questions of {ref}"
+    else:
+        lines = pathlib.Path(pred).read_text().split("\n")
+        pathlib.Path(pred).write_text("\n".join(lines[:1]) + ("\n" if dataset == "e2e" else ""))
+        problem = f"{pred}: 1 lines for 2 inputs of {ref}"
+    with pytest.raises(Damaged) as damage:
+        verify(None, {})
+    assert str(damage.value) == problem
+
+
+def test_webnlg_subsets_are_checked_too(tmp_path, capsys):
+    verify, ref, pred = decoded(tmp_path, "webnlg")
+    reference = pathlib.Path(subset_path(ref, "unseen")) / "reference3"
+    reference.write_text(reference.read_text() + "\nextra")
+    with pytest.raises(Damaged, match=f"^{reference}: 2 lines for 1 unseen test inputs$"):
+        verify(None, {})
+
+
+def test_predictions_are_one_per_unique_test_input(tmp_path):
+    tests = pipeline.files_in(str(tmp_path), test="test.jsonl")
+    write_jsonl(tests.test, [{"context": [1, 2], "completion": [3]}, {"context": [1, 2], "completion": [4]},
+                             {"context": [5], "completion": [6]}])
+    predictions = tmp_path / "predict.jsonl"
+    outputs = pipeline.named_outputs(predictions=str(predictions))
+    verify = pipeline.verify_predictions(tests)
+    write_jsonl(predictions, [{"id": 0, "predict": [7]}, {"id": 1, "predict": [8]}])
+    verify(outputs, {})
+    write_jsonl(predictions, [{"id": 0, "predict": [7]}])
+    with pytest.raises(Damaged, match=f"^{predictions}: 1 lines for 2 unique inputs of {tests.test}$"):
+        verify(outputs, {})
+    predictions.write_text('{"id": 0, "predict": [7]}\n{"id": 1, "pre')
+    with pytest.raises(Damaged, match=f"^{predictions}: line 2: malformed JSON"):
+        verify(outputs, {})
+
+
+def test_prepared_data_must_match_its_manifest(tmp_path):
+    outputs = pipeline.files_in(str(tmp_path), train="train.jsonl", test="test.jsonl", manifest="manifest.json")
+    write_jsonl(outputs.train, [{"context": [1], "completion": [2]}] * 3)
+    write_jsonl(outputs.test, [{"context": [1], "completion": [2]}])
+    manifest = {"files": {name: sha256_file(tmp_path / name) for name in ("train.jsonl", "test.jsonl")},
+                "splits": {"train": {"references": 3}, "test": {"references": 1}}}
+    pathlib.Path(outputs.manifest).write_text(json.dumps(manifest))
+    pipeline.verify_data(outputs, {})
+    write_jsonl(outputs.train, [{"context": [1], "completion": [2]}] * 2)
+    with pytest.raises(Damaged, match=f"^{outputs.train}: 2 lines for 3 rows in manifest.json$"):
+        pipeline.verify_data(outputs, {})
+    write_jsonl(outputs.train, [{"context": [1], "completion": [9]}] * 3)
+    with pytest.raises(Damaged, match=f"^{outputs.train}: its sha256 differs from the one in manifest.json$"):
+        pipeline.verify_data(outputs, {})
+
+
+def test_scores_must_be_the_merge_of_the_scorers_files(tmp_path):
+    parts = {"all": str(tmp_path / "all.json"), "seen": str(tmp_path / "seen.json")}
+    pathlib.Path(parts["all"]).write_text('{"BLEU": 0.5}')
+    pathlib.Path(parts["seen"]).write_text('{"BLEU": NaN}')
+    outputs = pipeline.named_outputs(scores=str(tmp_path / "scores.json"))
+    pathlib.Path(outputs.scores).write_text('{"BLEU": 0.5, "BLEU_seen": NaN}')
+    pipeline.verify_scores(parts)(outputs, {})
+    pathlib.Path(outputs.scores).write_text('{"BLEU": 0.6, "BLEU_seen": NaN}')
+    with pytest.raises(Damaged, match="scores.json: not the merge of"):
+        pipeline.verify_scores(parts)(outputs, {})
+    pathlib.Path(parts["seen"]).write_text("[]")
+    with pytest.raises(Damaged, match="seen.json: not an object of scores"):
+        pipeline.verify_scores(parts)(outputs, {})
+
+
+def test_an_exported_base_must_load(tmp_path):
+    card = get_card("gpt2.tiny")
+    write_hf_gpt2(tmp_path, init_gpt2_weights(card, seed=1), card)
+    outputs = pipeline.files_in(str(tmp_path), weights="model.safetensors", config="config.json")
+    pipeline.verify_base(outputs, {})
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(Damaged, match=f"^{weights}: unreadable safetensors file"):
+        pipeline.verify_base(outputs, {})
