@@ -9,6 +9,7 @@ never possible. Writes are atomic.
 """
 import json
 import os
+import struct
 
 import numpy as np
 from safetensors.numpy import load_file
@@ -64,10 +65,26 @@ def _read_sharded(path):
 
 
 def save_safetensors(path, tensors, metadata=None):
-    """Write name -> numpy array as safetensors, atomically (a crash never leaves a partial file)."""
+    """Write name -> numpy array as safetensors, atomically (a crash never leaves a partial file); the same
+    tensors and metadata give the same bytes in every process (see `canonical_header`)."""
     data = safetensors_bytes({name: np.ascontiguousarray(value) for name, value in tensors.items()}, metadata)
     with atomic_open(os.fspath(path), binary=True) as f:
-        f.write(data)
+        f.write(canonical_header(data))
+
+
+def canonical_header(data):
+    """safetensors bytes with the JSON header's keys sorted.
+
+    The library writes the metadata map in an order that changes from process to process (a hash map),
+    so the same run gave checkpoint files that differed in their first bytes. The sorted header is no
+    longer than the original (the same entries, compact JSON); it is padded with spaces, as the format
+    allows, to the original length, so the tensor data and its offsets are untouched."""
+    length = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + length])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    if len(text) > length:
+        raise ValueError("safetensors header grew when its keys were sorted")
+    return data[:8] + text + b" " * (length - len(text)) + data[8 + length:]
 
 
 def read_json(path):

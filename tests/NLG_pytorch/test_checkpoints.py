@@ -104,7 +104,8 @@ def test_jittor_venv_reads_a_torch_bin_without_torch(tmp_path, hf):
     """The Jittor tree has no torch at all: the same file must load there to the same weights."""
     torch.save(hf.state_dict(), tmp_path / "pytorch_model.bin")
     code = ("import sys, numpy as np\n"
-            "from lora_nlg.checkpoints.gpt2_weights import load_gpt2_weights\nfrom lora_nlg.model.config import GPT2Config\n"
+            "from lora_nlg.checkpoints.gpt2_weights import load_gpt2_weights\n"
+            "from lora_nlg.model.config import GPT2Config\n"
             f"w = load_gpt2_weights(sys.argv[1], GPT2Config(**{SMALL.to_dict()!r}))\n"
             "assert 'torch' not in sys.modules\n"
             "print(repr(sum(float(np.abs(v).astype(np.float64).sum()) for v in w.values())))\n")

@@ -20,7 +20,8 @@ def reference_item(context, completion, seq_len):
 
 
 def random_examples(rng, n, longest=40):
-    return [(rng.integers(1, 50257, rng.integers(1, longest)).tolist(), rng.integers(1, 50257, rng.integers(1, 20)).tolist())
+    return [(rng.integers(1, 50257, rng.integers(1, longest)).tolist(),
+             rng.integers(1, 50257, rng.integers(1, 20)).tolist())
             for _ in range(n)]
 
 

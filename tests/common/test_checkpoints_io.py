@@ -1,9 +1,12 @@
 """Checkpoint key maps, checks, safetensors / adapter I/O (framework-free; torch files are in tests/NLG_pytorch)."""
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+from safetensors import safe_open
 
 from lora_nlg.checkpoints.adapter import load_adapter, save_adapter
 from lora_nlg.checkpoints.gpt2_weights import canonical_name, load_gpt2_weights
@@ -171,3 +174,18 @@ def test_adapter_with_wrong_tensors_is_refused(tmp_path):
     (tmp_path / "a.json").write_text(json.dumps({"format": "something else"}))
     with pytest.raises(CheckpointError, match="not an adapter file"):
         load_adapter(tmp_path / "a")
+
+
+def test_saved_bytes_do_not_depend_on_the_process(tmp_path):
+    """safetensors orders its metadata map differently in each process; save_safetensors sorts it."""
+    code = ("import sys, numpy as np\nfrom lora_nlg.checkpoints.tensor_files import save_safetensors\n"
+            "save_safetensors(sys.argv[1], {'b': np.ones(3, np.float32), 'a': np.zeros((2, 2), np.float32)},\n"
+            "                 {'format': 'x', 'state': '{\"step\": 1}', 'more': 'y', 'extra': 'z'})\n")
+    files = [tmp_path / f"{i}.safetensors" for i in range(6)]
+    for path in files:
+        subprocess.run([sys.executable, "-c", code, str(path)], check=True)
+    assert len({path.read_bytes() for path in files}) == 1
+    tensors = read_tensors(files[0])
+    assert np.array_equal(tensors["a"], np.zeros((2, 2))) and np.array_equal(tensors["b"], np.ones(3))
+    with safe_open(str(files[0]), "np") as f:
+        assert f.metadata() == {"format": "x", "state": '{"step": 1}', "more": "y", "extra": "z"}

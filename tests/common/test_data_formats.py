@@ -29,7 +29,8 @@ def test_e2e_lines_are_stripped_then_split_on_double_bar():
         "completion": "The Vaults pub near Café Adriatic has a 5 star rating . Prices start at £ 30 .",
     }
     test, _ = format_converting.format_e2e(str(DATA / "e2e/test.txt"))
-    assert [r["completion"] for r in records_of(test, "name : Blue Spice | Type : coffee shop | area : city centre")] == [
+    blue_spice = records_of(test, "name : Blue Spice | Type : coffee shop | area : city centre")
+    assert [r["completion"] for r in blue_spice] == [
         "A coffee shop in the city centre area called Blue Spice .", "Blue Spice is a coffee shop in city centre ."]
 
 
@@ -39,9 +40,11 @@ def test_webnlg_keeps_good_lexicalisations_with_category_and_seen_flag():
     assert notes == ["77 lexicalisations not marked 'good' skipped, as microsoft/LoRA's converter does; "
                      "entries left without any reference: 5"]
     assert train[0] == {"context": 'Aarhus_Airport : cityServed : "Aarhus, Denmark"',
-                        "completion": "The Aarhus is the airport of Aarhus, Denmark.", "category": "Airport", "seen": True}
+                        "completion": "The Aarhus is the airport of Aarhus, Denmark.", "category": "Airport",
+                        "seen": True}
     # entry 1991: two triples, five 'good' lexicalisations and one 'toFix' ("... New Hampshire (US(.")
-    shepard = records_of(train, "Alan_Shepard : birthPlace : New_Hampshire | Alan_Shepard : nationality : United_States")
+    shepard = records_of(train, "Alan_Shepard : birthPlace : New_Hampshire | "
+                                "Alan_Shepard : nationality : United_States")
     assert [r["completion"] for r in shepard] == [
         "Alan Shepard is an American citizen who was born in New Hampshire.",
         "Alan Shepard was born in the American state of New Hampshire.",
@@ -63,8 +66,8 @@ def test_dart_lower_cases_predicates_and_keeps_every_annotation():
     test, notes = format_converting.format_dart(str(DATA / "dart/dart-v1.1.1-full-test.json"))
     assert len(test) == 12552
     assert test[0] == {
-        "context": "Hawaii Five-O : notes : Episode: The Flight of the Jewels | [TABLECONTEXT] : [title] : Jeff Daniels "
-                   "| [TABLECONTEXT] : title : Hawaii Five-O",
+        "context": "Hawaii Five-O : notes : Episode: The Flight of the Jewels | [TABLECONTEXT] : [title] : "
+                   "Jeff Daniels | [TABLECONTEXT] : title : Hawaii Five-O",
         "completion": "Jeff Daniels played in the Hawaii Five-O episode The Flight of the Jewels"}
     # entry 116 has an empty second annotation: kept, as the reference converter does, and reported
     channel = records_of(test, "reserved (previously G721) : no._of_channels : 1 | reserved (previously G721) : "
@@ -72,7 +75,8 @@ def test_dart_lower_cases_predicates_and_keeps_every_annotation():
     assert [r["completion"] for r in channel] == ["reserved (previously G721) has 1 channel and 8000 Hz clock rate", ""]
     assert notes == ["1 empty reference text(s) kept, as microsoft/LoRA's converter does"]
     dev, _ = format_converting.format_dart(str(DATA / "dart/dart-v1.1.1-full-dev.json"))
-    assert dev[0] == {"context": "Mars Hill College : joined : 1973 | Mars Hill College : location : Mars Hill, North Carolina",
+    assert dev[0] == {"context": "Mars Hill College : joined : 1973 | "
+                                 "Mars Hill College : location : Mars Hill, North Carolina",
                       "completion": "A school from Mars Hill, North Carolina, joined in 1973."}
 
 
@@ -93,7 +97,8 @@ BAD_FILES = [
     (*E2E_TXT, "||text\n", "line 1: expected"),
     (*E2E_TXT, "a||b\n\n", "line 2: expected"),
     (*E2E_TXT, "a||   \n", "input 'a' has only empty references"),
-    (*DART_JSON, '[{"tripleset": [["a", "P"]], "annotations": []}]', r"entry 1: a triple is not \[subject, predicate, object\]"),
+    (*DART_JSON, '[{"tripleset": [["a", "P"]], "annotations": []}]',
+     r"entry 1: a triple is not \[subject, predicate, object\]"),
     (*DART_JSON, '[{"tripleset": [["a", "P", "b"]]}]', "entry 1: missing key 'annotations'"),
     (*DART_JSON, '[{"tripleset": [["a", "P", "b"]], "annotations": [{"source": "x"}]}]', "entry 1: missing key 'text'"),
     (*DART_JSON, '{"tripleset": []}', "expected a JSON list at the top level"),

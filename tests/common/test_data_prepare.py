@@ -126,9 +126,10 @@ def test_full_e2e_is_byte_identical_to_the_reference_converter_output(tmp_path):
     with open(tmp_path / "train_formatted.jsonl", "rb") as f:
         first_line = f.readline()
     # hand-written from train.txt line 1 the way json.dumps writes format_converting_e2e.py's record
-    assert first_line == (b'{"context": "name : The Vaults | Type : pub | price : more than \\u00a3 30 | customer rating : '
-                          b'5 out of 5 | near : Caf\\u00e9 Adriatic", "completion": "The Vaults pub near Caf\\u00e9 '
-                          b'Adriatic has a 5 star rating . Prices start at \\u00a3 30 ."}\n')
+    assert first_line == (b'{"context": "name : The Vaults | Type : pub | price : more than \\u00a3 30 | '
+                          b'customer rating : 5 out of 5 | near : Caf\\u00e9 Adriatic", '
+                          b'"completion": "The Vaults pub near Caf\\u00e9 Adriatic has a 5 star rating . '
+                          b'Prices start at \\u00a3 30 ."}\n')
 
 
 @pytest.mark.parametrize("fraction, name", [("0.18", "sampled_18pct"), ("1", "full"), ("0.05", "sampled_5pct"),

@@ -40,7 +40,10 @@ def test_same_seed_same_sample_other_seed_or_split_other_sample():
 def test_one_stratum_draw_does_not_depend_on_the_others():
     alone = synthetic({"a": 200})
     together = synthetic({"a": 200, "b": 50})
-    pick = lambda records: {records[i]["context"] for i in sampling.sample_inputs(records, by_stratum, 0.1, 7, "toy/x")[0]}
+
+    def pick(records):
+        return {records[i]["context"] for i in sampling.sample_inputs(records, by_stratum, 0.1, 7, "toy/x")[0]}
+
     assert pick(alone) == {c for c in pick(together) if c.startswith("a")}
 
 
@@ -80,5 +83,6 @@ def test_dart_strata_pool_rare_first_predicates():
     train = inputs("eattype", 500) + inputs("rare", 4)
     test = inputs("eattype", 200) + inputs("country", 291) + inputs("year", 5)
     stratum_of = sampling.dart_stratum_function({"train": train, "test": test})
-    assert [stratum_of(r) for r in (train[0], test[300], test[-1], train[-1])] == ["eattype", "country", "year", "other"]
+    strata = [stratum_of(r) for r in (train[0], test[300], test[-1], train[-1])]
+    assert strata == ["eattype", "country", "year", "other"]
     assert sampling.first_predicate({"context": "a : b c : d | e : f : g"}) == "b c"

@@ -1,4 +1,5 @@
-"""Training logs: the reference's line format (round trip of the prior reproduction's README log), jsonl, reading a resumed run."""
+"""Training logs: the reference's line format (round trip of the prior reproduction's README log), jsonl,
+reading a resumed run."""
 import json
 import math
 
