@@ -16,6 +16,11 @@ input size (a new rank or a dimension of size 1 can still add kernels): a Jittor
 new kernels after its warm-up steps (dynamic padding; beam search, whose first step and last inputs have
 size-1 dimensions) runs twice and the second (warm) run is compared; fixed padding meets all of its
 kernels during the warm-up steps.
+- fast paths (PyTorch, in one subprocess; `--fast_paths only` runs just this): ms of a gpt2.tiny LoRA training
+  step on E2E batches and of decoding --fast_beam_inputs inputs, each fast path (SDPA attention, foreach
+  AdamW, preallocated KV cache, and both) next to the written-out path it replaces, with the ratio; target: at
+  most 5 % slower (which is why "auto" attention is the written-out path on CPU where SDPA is slower), beam
+  predictions identical.
 Targets (printed pass / miss): dynamic >= 3x the real tokens/s of fixed 512; Jittor ms/step <= 1.15x
 PyTorch's; batched beam >= 5x the examples/s of batch 1, with identical outputs. Training ratios are
 medians of per-step ratios (every run sees the same batches), robust to a step slowed by other load.
@@ -204,6 +209,164 @@ def checks(train, beam, identical):
     return rows
 
 
+# ---------------------------------------------------------------- fast paths vs written-out paths (PyTorch)
+
+FAST_PATH_REGRESSION = 1.05  # fast ms / written-out ms: at most 5 % slower
+# (label, GPT2LMModel attention, AdamW foreach) of the training step; (label, attention, beam_search cache)
+TRAIN_PATHS = [("written-out", "reference", False), ("SDPA attention", "sdpa", False),
+               ("foreach AdamW", "reference", True), ("SDPA + foreach", "sdpa", True)]
+BEAM_PATHS = [("written-out", "reference", "concat"), ("preallocated KV cache", "reference", "preallocated"),
+              ("SDPA attention", "sdpa", "concat"), ("SDPA + KV cache", "sdpa", "preallocated")]
+
+
+def fast_path_train(args, data, device):
+    """ms per LoRA training step (forward, masked loss, backward, AdamW) of each TRAIN_PATHS entry on the same
+    E2E batches (the paper's flags, gpt2.tiny, dynamic padding), the paths interleaved step by step (the one
+    that goes first rotating: on a loaded machine the order matters)."""
+    import torch
+
+    from lora import set_trainable
+    from lora_nlg.data.batching import TrainBatches, load_encoded
+    from lora_nlg.model.config import LoRAConfig, get_card
+    from lora_nlg.model.init_weights import init_gpt2_weights, init_lora_weights
+    from model import GPT2LMModel
+    from optim import AdamW
+    flags = presets.train_settings("e2e", "paper")
+    config = get_card("gpt2.tiny")
+    lora = LoRAConfig(r=flags["lora_dim"], alpha=flags["lora_alpha"], dropout=flags["lora_dropout"], targets="q,v")
+    weights = {**init_gpt2_weights(config, 0), **init_lora_weights(config, lora, 0)}
+    examples = load_encoded(os.path.join(data, "train.jsonl"), config.vocab_size)
+    batches = TrainBatches(examples, args.batch, flags["seq_len"], flags["random_seed"]).epoch(0)
+    runs = []
+    for label, attention, foreach in TRAIN_PATHS:
+        model = GPT2LMModel(config, lora, attention).to(device)
+        model.load_weights(weights)
+        set_trainable(model, lora)
+        model.train()
+        optimizer = AdamW([(n, p) for n, p in model.named_parameters() if p.requires_grad],
+                          betas=(flags.get("adam_beta1", 0.9), flags["adam_beta2"]),
+                          weight_decay=flags["weight_decay"], foreach=foreach)
+        runs.append((label, model, optimizer, []))
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    shapes = []
+    for step, batch in zip(range(args.warmup + args.fast_steps), batches):
+        inputs, target, mask = (torch.from_numpy(a).to(device) for a in (batch.input, batch.target, batch.mask))
+        shapes.append(list(batch.input.shape))
+        for label, model, optimizer, times in runs[step % len(runs):] + runs[:step % len(runs)]:
+            torch.manual_seed(step)  # the same LoRA dropout masks in every path
+            sync()
+            start = time.perf_counter()
+            loss, _ = model.loss(model(inputs)[0], target, mask, flags["label_smooth"])
+            optimizer.backward(loss)
+            optimizer.step(flags["lr"])
+            optimizer.zero_grad()
+            sync()
+            if step >= args.warmup:
+                times.append(1000 * (time.perf_counter() - start))
+    return [{"path": label, "step_ms": times} for label, _, _, times in runs], shapes[args.warmup:]
+
+
+def fast_path_beam(args, data, device, scratch):
+    """Seconds to decode the first --fast_beam_inputs unique E2E test inputs (beam 10, E2E settings, batches of
+    --beam_batch) for each BEAM_PATHS entry, the paths interleaved batch by batch (the first rotating); and
+    their predictions."""
+    import torch
+
+    import gpt2_beam
+    from lora_nlg.data.batching import load_encoded, query_batches, unique_contexts
+    from lora_nlg.decode.beam_cli import beam_settings, parse_args
+    from lora_nlg.decode.beam_model import load_decoding_model
+    test = beam_inputs(data, args.fast_beam_inputs, scratch)
+    base, description = base_flags(args)
+    flags = {**presets.beam_settings("e2e", "paper"), "batch_size": args.beam_batch}
+    beam_args = parse_args(["--data", test, *base, *presets.as_flags(flags)], framework="pytorch")
+    settings = beam_settings(beam_args)
+    decoding = load_decoding_model(beam_args, settings)
+    models = {attention: gpt2_beam.build_model(decoding, device, attention) for attention in ("reference", "sdpa")}
+    contexts, _ = unique_contexts(load_encoded(test, decoding.config.vocab_size))
+    runs = [(label, attention, cache, [], []) for label, attention, cache in BEAM_PATHS]
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for number, batch in enumerate(query_batches(contexts, beam_args.batch_size, beam_args.seq_len,
+                                                 settings.eval_len)):
+        for _, attention, cache, seconds, predictions in runs[number % len(runs):] + runs[:number % len(runs)]:
+            sync()
+            start = time.perf_counter()
+            predictions.append(gpt2_beam.beam_search(models[attention], batch, settings, cache=cache))
+            sync()
+            seconds.append(time.perf_counter() - start)
+    return [{"path": label, "batch_s": seconds, "predictions": [p for batch in predictions for p in batch]}
+            for label, _, _, seconds, predictions in runs], description, len(contexts)
+
+
+def fast_paths_worker(args):
+    """The fast-path section, in the PyTorch environment (main runs it as a subprocess): writes --worker's json."""
+    sys.path.insert(0, os.path.join(ROOT, "NLG_pytorch", "src"))
+    import torch
+
+    from model import pick_device
+    device = pick_device(args.device)
+    if args.fast_threads:
+        torch.set_num_threads(args.fast_threads)
+    scratch = tempfile.mkdtemp(prefix="lora_nlg_fast_paths_")
+    data = os.path.join(ROOT, "data", "e2e", "sampled_18pct")
+    train, shapes = fast_path_train(args, data, device)
+    beam, beam_model, inputs = fast_path_beam(args, data, device, scratch)
+    shutil.rmtree(scratch)
+    with atomic_open(args.worker) as f:
+        f.write(json.dumps({"device": str(device), "threads": torch.get_num_threads(), "train": train,
+                            "train_shapes": shapes, "beam": beam, "beam_model": beam_model,
+                            "beam_batch": args.beam_batch, "beam_inputs": inputs}) + "\n")
+
+
+def fast_path_rows(section):
+    """One row per fast path: its ms and the written-out path's (medians per step in training, totals in beam
+    search), the ratio (median of per-step / per-batch ratios: robust to a step slowed by other load) and the
+    verdict (no slower than FAST_PATH_REGRESSION)."""
+    rows = []
+    reference = section["train"][0]
+    for run in section["train"][1:]:
+        ratio = median_ratio(run["step_ms"], reference["step_ms"])
+        rows.append({"what": "training step", "path": run["path"], "fast_ms": statistics.median(run["step_ms"]),
+                     "written_out_ms": statistics.median(reference["step_ms"]), "ratio": ratio,
+                     "verdict": verdict(ratio, FAST_PATH_REGRESSION, higher_is_better=False)})
+    reference = section["beam"][0]
+    for run in section["beam"][1:]:
+        ratio = median_ratio(run["batch_s"], reference["batch_s"])
+        same = run["predictions"] == reference["predictions"]
+        rows.append({"what": f"beam search, {section['beam_inputs']} inputs", "path": run["path"],
+                     "fast_ms": 1000 * sum(run["batch_s"]), "written_out_ms": 1000 * sum(reference["batch_s"]),
+                     "ratio": ratio, "verdict": verdict(ratio, FAST_PATH_REGRESSION, higher_is_better=False)
+                     + (", predictions identical" if same else ", predictions DIFFER")})
+    return rows
+
+
+def fast_path_report(section):
+    shapes = section["train_shapes"]
+    lines = [f"## Fast paths vs written-out paths (PyTorch, {section['device']}, {section['threads']} threads)", "",
+             f"Training: gpt2.tiny, LoRA r=4 on q,v, E2E batches {shapes[0][0]} x "
+             f"{min(s[1] for s in shapes)}-{max(s[1] for s in shapes)} tokens, median ms/step over {len(shapes)} "
+             f"steps. Beam search: {section['beam_model']}, beam 10, E2E settings, batches of {section['beam_batch']}, "
+             "total ms. Ratio = fast / written-out (< 1: faster): median of per-step / per-batch ratios.", "",
+             "| what | fast path | fast ms | written-out ms | ratio | verdict |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['what']} | {r['path']} | {r['fast_ms']:.1f} | {r['written_out_ms']:.1f} | {r['ratio']:.3f} | "
+              f"{r['verdict']} |" for r in fast_path_rows(section)]
+    return "\n".join(lines)
+
+
+def run_fast_paths(args, scratch):
+    """Run the section in the PyTorch environment; returns its measurements."""
+    out = os.path.join(scratch, "fast_paths.json")
+    argv = [framework_python("pytorch"), os.path.abspath(__file__), "--worker", out, "--device", args.device,
+            "--batch", str(args.batch), "--warmup", str(args.warmup), "--fast_steps", str(args.fast_steps),
+            "--fast_beam_inputs", str(args.fast_beam_inputs), "--beam_batch", str(args.beam_batch),
+            "--fast_threads", str(args.fast_threads)]
+    argv += ["--random_base"] if args.random_base else []
+    wall, _ = run_measured(argv, ROOT, os.path.join(scratch, "fast_paths.log"))
+    print(f"  fast paths: {wall:.1f}s", flush=True)
+    with open(out, encoding="utf-8") as f:
+        return json.load(f)
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -225,22 +388,38 @@ def parse_args(argv):
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", default=os.path.join(ROOT, "trained_models", "benchmark", "benchmark.json"))
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (logs of every run)")
+    parser.add_argument("--fast_paths", default="with", choices=["with", "only", "skip"],
+                        help="the PyTorch fast paths vs the written-out ones (SDPA, foreach AdamW, KV cache): with "
+                             "the rest, only them, or not")
+    parser.add_argument("--fast_steps", type=int, default=10, help="measured training steps of each fast path")
+    parser.add_argument("--fast_beam_inputs", type=int, default=50, help="unique E2E test inputs each beam path "
+                                                                          "decodes")
+    parser.add_argument("--fast_threads", type=int, default=0, help="torch threads of the fast-path section "
+                                                                    "(0: torch's default)")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # run_fast_paths' subprocess: its json
     args = parser.parse_args(argv)
     args.frameworks = [f for f in args.frameworks.split(",") if f]
     args.cards = [c for c in args.cards.split(",") if c]
     for framework in args.frameworks:
         if framework not in VENVS:
             parser.error(f"--frameworks: unknown framework {framework!r}")
-    if args.steps < 1 or args.warmup < 0 or args.beam_inputs < 1:
-        parser.error("--steps and --beam_inputs must be >= 1, --warmup >= 0")
+    if args.steps < 1 or args.warmup < 0 or args.beam_inputs < 1 or args.fast_steps < 1 or args.fast_beam_inputs < 1:
+        parser.error("--steps, --beam_inputs, --fast_steps and --fast_beam_inputs must be >= 1, --warmup >= 0")
     return args
 
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.worker:
+        return fast_paths_worker(args)
     scratch = tempfile.mkdtemp(prefix="lora_nlg_bench_")
     started = time.perf_counter()
     bench = Bench(args, scratch)
+    fast = run_fast_paths(args, scratch) if args.fast_paths != "skip" else None
+    if args.fast_paths == "only":
+        return finish(args, scratch, {"machine": machine(args), "fast_paths": fast,
+                                      "fast_path_checks": fast_path_rows(fast),
+                                      "seconds": time.perf_counter() - started}, fast_path_report(fast))
     train, beam, identical, outputs = [], [], {}, {}
     for card in args.cards:
         for framework in args.frameworks:
@@ -255,12 +434,24 @@ def main(argv=None):
         outputs[framework] = runs[1][1]
     if len(outputs) == 2:
         identical["cross"] = outputs["pytorch"] == outputs["jittor"]
-    results = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "device": args.device},
-               "settings": {k: v for k, v in vars(args).items() if k not in ("json", "keep")},
+    results = {"machine": machine(args),
+               "settings": {k: v for k, v in vars(args).items() if k not in ("json", "keep", "worker")},
                "train": train, "beam": beam, "beam_model": model, "beam_outputs_identical": identical,
                "seconds": time.perf_counter() - started}
     results["checks"] = checks(train, beam, identical)
     text = report(results)
+    if fast:
+        results["fast_paths"], results["fast_path_checks"] = fast, fast_path_rows(fast)
+        text += "\n\n" + fast_path_report(fast)
+    finish(args, scratch, results, text)
+
+
+def machine(args):
+    return {"platform": platform.platform(), "cpus": os.cpu_count(), "device": args.device}
+
+
+def finish(args, scratch, results, text):
+    """Print the report, write the json, remove the scratch folder (unless --keep)."""
     print(text)
     with atomic_open(args.json) as f:
         f.write(json.dumps(results, indent=2) + "\n")

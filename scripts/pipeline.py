@@ -22,6 +22,18 @@ after it (lora_nlg/pipeline/stages.py; a failure stops the pipeline and names th
                        and trained_models/<setup>/<dataset>/alignment.md
 Settings are lora_nlg/pipeline/presets.py's; `--extra STAGE=FLAGS` appends flags to a stage's command
 (later flags win), e.g. `--extra "train=--max_step 20" --test_inputs 10` for a quick run.
+
+Several seeds (scores as mean ± std over training seeds): `--seeds 110,111,112` trains and decodes one adapter per
+seed and framework, gpt2_ft.py --random_seed S, in trained_models/<setup>/<dataset>/<framework>/seed_S/ (stages
+`train (<framework>, seed S)` ...; with both frameworks one `compare frameworks (seed S)` each). Only the training
+seed changes: data preparation, the test subset and the cpu base stay those of the default seed (110), so every
+seed trains on the same data from the same base, and the zero-shot base is decoded once. summary.md and
+summary.json then give per framework and model mean ± sample standard deviation (n-1) over the seeds, each
+seed's scores, and per metric the framework difference |mean pytorch - mean jittor| against the seeds' pooled
+standard deviation. A finished seed is skipped on a rerun; adding a seed runs only the new one. Without --seeds,
+one run of the default seed in <framework>/ (the single-seed layout; its folder is not one of seed_S/).
+`--best_epoch`: beam-search the epoch-end checkpoint with the lowest validation loss (stage `best epoch`, read
+from log.jsonl) instead of the final one; chosen on the validation set, so the test set picks nothing.
 """
 import argparse
 import contextlib
@@ -45,7 +57,7 @@ from lora_nlg.data.sampling import evenly_spaced  # noqa: E402
 from lora_nlg.decode import beam_cli  # noqa: E402
 from lora_nlg.decode.to_text import group_inputs, select, subset_path  # noqa: E402
 from lora_nlg.model.config import GPT2Config  # noqa: E402
-from lora_nlg.pipeline import presets  # noqa: E402
+from lora_nlg.pipeline import presets, seeds  # noqa: E402
 from lora_nlg.pipeline.frameworks import framework_cwd, framework_python, framework_script  # noqa: E402
 from lora_nlg.pipeline.stages import (  # noqa: E402
     Call,
@@ -107,6 +119,7 @@ class ModelUnderTest:
     adapter: Ref | None  # the trained LoRA checkpoint; None: the base alone, zero-shot
     tests: Stage  # the stage whose outputs .test / .test_formatted it is evaluated on (prepare or test subset)
     upstream: tuple  # the stages its beam search waits for
+    seed: int | None = None  # --seeds: the training seed of its adapter (None: the single-seed run, or zero-shot)
 
     @property
     def zero_shot(self):
@@ -118,7 +131,17 @@ class ModelUnderTest:
         return "base, zero-shot" if self.zero_shot else "LoRA"
 
     def stage_name(self, step):
-        return f"{'zero-shot ' if self.zero_shot else ''}{step} ({self.framework})"
+        return f"{'zero-shot ' if self.zero_shot else ''}{tagged(step, self.framework, self.seed)}"
+
+
+def tagged(step, framework, seed=None):
+    """A stage's name: `train (pytorch)`, or with --seeds `train (pytorch, seed 111)`."""
+    return f"{step} ({framework})" if seed is None else f"{step} ({framework}, seed {seed})"
+
+
+def seed_folder(folder, seed):
+    """A framework's work dir for one seed: its own folder without --seeds, else <folder>/seed_<seed>/."""
+    return folder if seed is None else os.path.join(folder, f"seed_{seed}")
 
 
 class Evaluation(NamedTuple):
@@ -339,16 +362,56 @@ def final_checkpoint(work_dir):
     return {"checkpoint": saves[-1]}
 
 
-def train_stage(name, framework, data, work_dir, settings, init, extra, after=()):
+def best_epoch_checkpoint(work_dir):
+    """The checkpoint a finished gpt2_ft.py run saved at the epoch end (or its last step) whose validation loss is
+    the lowest (the earliest of equal ones), from its log.jsonl: gpt2_ft.py evaluates and saves at each."""
+    log = os.path.join(work_dir, "log.jsonl")
+    events = read_log(log)
+    ends = [event for event in events if event["type"] == "end"]
+    starts = [event for event in events if event["type"] == "start" and event.get("batches_per_epoch")]
+    if not ends or not starts:
+        raise StageFailed(f"{log}: training did not reach its end")
+    per_epoch, last = starts[-1]["batches_per_epoch"], ends[-1]["step"]
+    evals = [event for event in events if event["type"] == "eval"
+             and (event["step"] % per_epoch == 0 or event["step"] == last)]
+    if not evals:
+        raise StageFailed(f"{log}: no validation loss at an epoch end (gpt2_ft.py --valid_data)")
+    best = min(evals, key=lambda event: (float(event["valid_loss"]), event["step"]))
+    saved = [event["path"] for event in events if event["type"] == "save" and event.get("kind") == "checkpoint"
+             and event["step"] == best["step"]]
+    if not saved:
+        raise StageFailed(f"{log}: no checkpoint was saved at step {best['step']}, the best epoch end")
+    return {"checkpoint": saved[-1], "step": best["step"], "epoch": best.get("epoch"),
+            "valid_loss": float(best["valid_loss"]), "epoch_ends": len(evals)}
+
+
+def best_epoch_stage(name, train, work_dir):
+    """--best_epoch: choose among the checkpoints of `train` the epoch end with the lowest validation loss."""
+    def step(log):
+        chosen = best_epoch_checkpoint(work_dir)
+        log(f"best of {chosen['epoch_ends']} epoch ends: step {chosen['step']} (epoch {chosen['epoch']}), "
+            f"valid loss {chosen['valid_loss']:.4f}: {chosen['checkpoint']}")
+        return chosen
+    call = Call(step, f"the epoch-end checkpoint of {work_dir} with the lowest validation loss (log.jsonl)")
+    stage = Stage(name, work_dir, "best_epoch", [call], upstream=[train], verify=verify_checkpoint)
+    stage.outputs = named_outputs(checkpoint=Ref(stage, "checkpoint"))
+    return stage
+
+
+def train_stage(name, framework, data, work_dir, settings, init, extra, after=(), seeded=False):
     """gpt2_ft.py on the outputs .train / .valid of `data` (prepare, or the cpu base's corpus), after `data` and
-    `after`; `extra`: (the --extra stage, its flags)."""
+    `after`; `extra`: (the --extra stage, its flags). `seeded`: settings' random_seed is one of --seeds, which
+    the extra flags must not change."""
     program = [framework_python(framework), framework_script(framework, "gpt2_ft.py")]
     flags = ["--train_data", data.outputs.train, "--valid_data", data.outputs.valid, "--work_dir", work_dir,
              *presets.as_flags(settings)]
     if init is not None:
         flags += ["--init_checkpoint", init]
     extra_stage, extra_flags = extra
-    check_flags(extra_stage, lambda a: train_cli.parse_args(a, framework), flags + extra_flags)
+    parsed = check_flags(extra_stage, lambda a: train_cli.parse_args(a, framework), flags + extra_flags)
+    if seeded and parsed.random_seed != settings["random_seed"]:
+        raise NLGError(f"--extra {extra_stage}: sets --random_seed {parsed.random_seed}, but with --seeds each "
+                       f"run's seed is the one --seeds gives it")
     command = Command([*program, *flags, *extra_flags], cwd=framework_cwd(framework),
                       resume=("--resume", os.path.join(work_dir, STATE_FILE)))
     stage = Stage(name, work_dir, "train", [command], upstream=[data, *after],
@@ -474,31 +537,45 @@ def evaluation_stages(model, args, paths):
 
 
 def framework_stages(framework, args, paths, init, prepare, tests, base_stages):
-    """[zero-shot beam, decode, score,] train, beam, decode, score of one framework, and its evaluations.
-    `tests`: the stage that wrote the test files (prepare or the test subset)."""
+    """[zero-shot beam, decode, score,] then per seed (one without --seeds) train, [best epoch,] beam, decode,
+    score of one framework, and its evaluations. `tests`: the stage that wrote the test files (prepare or the test
+    subset). Every seed trains on the same data from the same base; the zero-shot base is evaluated once."""
     folder = paths.framework(framework)
     zero_shot = []
     if args.preset_spec.zero_shot:
         base = ModelUnderTest(framework, os.path.join(folder, "zero_shot"), init, None, tests, (tests, *base_stages))
         zero_shot.append(evaluation_stages(base, args, paths))
-    settings = {**presets.train_settings(args.dataset, args.preset), "model_card": args.model_card}
-    train = train_stage(f"train ({framework})", framework, prepare, folder, settings, init,
-                        ("train", args.extra["train"]), base_stages)
-    lora = evaluation_stages(ModelUnderTest(framework, folder, init, train.outputs.checkpoint, tests, (train, tests)),
-                             args, paths)
     stages = [stage for evaluation in zero_shot for stage in evaluation.stages]
-    return [*stages, train, *lora.stages], [*zero_shot, lora]
+    lora = []
+    for seed in args.seeds or [None]:
+        work_dir = seed_folder(folder, seed)
+        settings = {**presets.train_settings(args.dataset, args.preset), "model_card": args.model_card}
+        if seed is not None:
+            settings["random_seed"] = seed
+        train = train_stage(tagged("train", framework, seed), framework, prepare, work_dir, settings, init,
+                            ("train", args.extra["train"]), base_stages, seeded=seed is not None)
+        chosen = best_epoch_stage(tagged("best epoch", framework, seed), train, work_dir) if args.best_epoch \
+            else None
+        trained = chosen or train
+        evaluation = evaluation_stages(ModelUnderTest(framework, work_dir, init, trained.outputs.checkpoint, tests,
+                                                      (trained, tests), seed), args, paths)
+        stages += [train, *([chosen] if chosen else []), *evaluation.stages]
+        lora.append(evaluation)
+    return stages, [*zero_shot, *lora]
 
 
-def compare_stage(args, paths, lora):
-    """scripts/compare_logs.py on the training logs of the LoRA evaluations `lora` (one per framework)."""
-    image = os.path.join(paths.img, f"{args.dataset}_{args.preset}_alignment.png")
-    table = os.path.join(paths.run, "alignment.md")
+def compare_stage(args, paths, lora, seed=None):
+    """scripts/compare_logs.py on the training logs of the LoRA evaluations `lora` (one per framework, of one
+    seed with --seeds)."""
+    suffix = "" if seed is None else f"_seed{seed}"
+    image = os.path.join(paths.img, f"{args.dataset}_{args.preset}{suffix}_alignment.png")
+    table = os.path.join(paths.run, f"alignment{suffix}.md")
     argv = [sys.executable, os.path.join(ROOT, "scripts", "compare_logs.py"), *(e.model.folder for e in lora),
             "--out", image, "--labels", *(e.model.framework for e in lora), "--md", table]
-    return Stage("compare frameworks", paths.run, "compare", [Command(argv)],
-                 outputs=named_outputs(image=image, table=table), upstream=[e.score for e in lora],
-                 verify=verify_comparison)
+    name, slug = ("compare frameworks", "compare") if seed is None else \
+        (f"compare frameworks (seed {seed})", f"compare_seed{seed}")
+    return Stage(name, paths.run, slug, [Command(argv)], outputs=named_outputs(image=image, table=table),
+                 upstream=[e.score for e in lora], verify=verify_comparison)
 
 
 def plan(args):
@@ -520,8 +597,9 @@ def plan(args):
         stages += framework_run
         evaluations += framework_evaluations
     lora = [evaluation for evaluation in evaluations if not evaluation.model.zero_shot]
-    if len(lora) == 2:
-        stages.append(compare_stage(args, paths, lora))
+    if len(args.frameworks) == 2:
+        for seed in args.seeds or [None]:
+            stages.append(compare_stage(args, paths, [e for e in lora if e.model.seed == seed], seed))
     return Plan(paths, stages, evaluations)
 
 
@@ -545,35 +623,81 @@ def base_checkpoint(args):
 # ---------------------------------------------------------------- report
 
 def summary(args, planned, times, seconds):
-    """Markdown: scores of every evaluated model, and the wall time of every stage."""
+    """Markdown: scores of every evaluated model (with --seeds: mean ± std over the seeds, the framework difference
+    against the seed spread, each seed's scores; also as summary.json), and the wall time of every stage."""
     lines = [f"# {args.dataset}, preset {args.preset}: {args.preset_spec.note}", "",
              f"`{' '.join(shlex.quote(a) for a in sys.argv)}`", ""]
     rows = []
     for evaluation in planned.evaluations:
         if evaluation.score.finished():  # (checked before it was skipped, or written just now)
             with open(evaluation.score.outputs.scores, encoding="utf-8") as f:
-                rows.append((evaluation.model.framework, evaluation.model.label, json.load(f)))
-    if rows:
-        metrics = list(rows[0][2])
+                rows.append((evaluation.model, json.load(f)))
+    result = None
+    if args.seeds:
+        result = seed_results(args, planned, rows)
+        lines += seeds.markdown(result)
+    elif rows:
+        metrics = list(rows[0][1])
         lines += ["| framework | model | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
-        lines += [f"| {fw} | {label} | " + " | ".join(f"{s.get(m, float('nan')):.4f}" for m in metrics) + " |"
-                  for fw, label, s in rows]
+        lines += [f"| {model.framework} | {model.label} | " + " | ".join(f"{s.get(m, float('nan')):.4f}"
+                                                                          for m in metrics) + " |"
+                  for model, s in rows]
         lines.append("")
     lines += ["| stage | wall time |", "|---|---|"]
     lines += [f"| {t.name} | {'skipped (done before)' if t.seconds is None else format_seconds(t.seconds)} |"
               for t in times]
     lines += [f"| **total** | {format_seconds(seconds)} |", ""]
     text = "\n".join(lines)
-    path = os.path.join(planned.paths.run, "summary.md")
-    if all(t.seconds is None for t in times) and os.path.exists(path):
+    path, json_path = (os.path.join(planned.paths.run, name) for name in ("summary.md", "summary.json"))
+    if all(t.seconds is None for t in times) and os.path.exists(path) and same_results(json_path, result):
         say(f"[pipeline] summary: every stage skipped, so {path} stays as the run that made these results wrote it")
         return text
     with atomic_open(path) as f:
         f.write(text)
+    if result is not None:
+        write_json(json_path, {"dataset": args.dataset, "preset": args.preset, **result})
+    elif os.path.exists(json_path):  # a --seeds run's, which summary.md no longer describes
+        os.remove(json_path)
     return text
 
 
+def seed_results(args, planned, rows):
+    """What summary.json holds of a --seeds run (lora_nlg.pipeline.seeds.summarize) for the finished rows."""
+    def checkpoint(model):
+        if model.zero_shot:
+            return None
+        with contextlib.suppress(StageFailed, KeyError):
+            return os.path.relpath(resolve(model.adapter), planned.paths.run)
+        return None
+    return seeds.summarize([{"framework": model.framework, "model": model.label, "seed": model.seed,
+                             "folder": os.path.relpath(model.folder, planned.paths.run),
+                             "checkpoint": checkpoint(model), "scores": scores} for model, scores in rows],
+                           args.seeds)
+
+
+def same_results(json_path, result):
+    """Whether summary.json already describes these results (a run without --seeds: there is none)."""
+    if result is None:
+        return not os.path.exists(json_path)
+    try:
+        with open(json_path, encoding="utf-8") as f:
+            written = json.load(f)
+    except (OSError, ValueError):
+        return False
+    if not isinstance(written, dict):
+        return False
+    written = {key: value for key, value in written.items() if key not in ("dataset", "preset")}
+    return json.dumps(written, sort_keys=True) == json.dumps(json.loads(json.dumps(result)), sort_keys=True)
+
+
 # ---------------------------------------------------------------- command line
+
+def seed_list(text):
+    try:
+        return seeds.parse_seeds(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
@@ -598,6 +722,16 @@ def parse_args(argv=None):
     parser.add_argument("--base_dir", default=os.path.join(ROOT, presets.CPU_BASE_DIR),
                         help="cpu preset: where the demo base model is written")
     parser.add_argument("--img_dir", default=os.path.join(ROOT, "img"), help="where the alignment figure goes")
+    parser.add_argument("--seeds", type=seed_list, metavar="S1,S2,...",
+                        help="the paper's several-seed protocol: train and decode one adapter per seed and framework "
+                             "(gpt2_ft.py --random_seed S) in <run>/<framework>/seed_S/, and summarize mean ± "
+                             "sample std (n-1) per metric over the seeds, and the framework difference against the "
+                             "seed spread (summary.md, summary.json); data preparation, the test subset and the cpu "
+                             "base stay those of the default seed (110), the same for every seed, and the zero-shot "
+                             "base is decoded once. Default: one run, seed 110, in <run>/<framework>/")
+    parser.add_argument("--best_epoch", action="store_true",
+                        help="beam-search the epoch-end checkpoint with the lowest validation loss (gpt2_ft.py "
+                             "evaluates and saves at every epoch end) instead of the final one")
     parser.add_argument("--dry_run", action="store_true", help="list the stages and their commands, run nothing")
     args = parser.parse_args(argv)
     try:

@@ -2,8 +2,9 @@
 # Creates the two environments of the project (idempotent, offline-capable):
 #   .venv-torch   from requirement_pytorch.txt (PyTorch tree, data, scorers, plots, tests)
 #   .venv-jittor  from requirement_jittor.txt  (Jittor tree; never contains torch)
-# and prepares Jittor for a CPU-only machine without network: oneDNN from Debian's
-# libdnnl-dev is placed where Jittor looks for its own download.
+# and Jittor for a machine without network: what Jittor downloads at first use comes from the
+# jittor-offline package instead (NLG_jittor/src/jittor_env.py sets Jittor's variables, see
+# lora_nlg/util/jittor_setup.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -30,25 +31,13 @@ if .venv-jittor/bin/python -c "import torch" 2>/dev/null; then
     echo "[setup] .venv-jittor must not contain torch" >&2; exit 1
 fi
 
-# oneDNN for Jittor's CPU matmul/conv. Jittor downloads it from its own server at first
-# import, which fails offline; Debian's build of the same library works in its place.
-if ! command -v nvidia-smi >/dev/null 2>&1; then
-    dnnl_home="$HOME/.cache/jittor/mkl/dnnl_lnx_2.2.0_cpu_gomp"
-    if [ ! -e "$dnnl_home/lib/libmkldnn.so" ]; then
-        if [ ! -e /usr/lib/x86_64-linux-gnu/libdnnl.so ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-            echo "[setup] installing Debian's libdnnl-dev for Jittor's CPU kernels"
-            (apt-get install -y -q libdnnl-dev >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q libdnnl-dev >/dev/null 2>&1; }) || true
-        fi
-        if [ -e /usr/lib/x86_64-linux-gnu/libdnnl.so ]; then
-            mkdir -p "$dnnl_home/lib" "$dnnl_home/include"
-            ln -sf /usr/lib/x86_64-linux-gnu/libdnnl.so "$dnnl_home/lib/libmkldnn.so"
-            ln -sf /usr/lib/x86_64-linux-gnu/libdnnl.so "$dnnl_home/lib/libdnnl.so"
-            cp -r /usr/include/dnnl*.h /usr/include/dnnl*.hpp /usr/include/oneapi "$dnnl_home/include/"
-            echo "[setup] oneDNN placed in $dnnl_home"
-        else
-            echo "[setup] note: libdnnl-dev not available; Jittor will run with use_mkl=0 (slower CPU matmul)"
-        fi
-    fi
+# oneDNN for Jittor's CPU matmul, and cub / cutt / nccl for its CUDA build: Jittor downloads them from its own
+# server at first import, which fails offline; the jittor-offline package (requirement_jittor.txt) carries the
+# same archives (same md5) and Jittor copies them from there. A machine set up before keeps the oneDNN placed
+# in ~/.cache/jittor/mkl from Debian's libdnnl-dev (its compiled kernels link it); nothing is changed there.
+if ! .venv-jittor/bin/python -c "from lora_nlg.util.jittor_setup import dnnl_offline_available as ok; exit(not ok())"; then
+    echo "[setup] jittor-offline (Jittor's oneDNN / cub / cutt / nccl archives) is missing from .venv-jittor" >&2
+    exit 1
 fi
 
 # METEOR 1.5 and the Stanford PTB tokenizer (both scorers) run on Java.

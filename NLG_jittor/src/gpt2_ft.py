@@ -20,7 +20,8 @@ from lora import report_trainable, set_trainable, trainable_state_dict
 from lora_nlg.checkpoints.tensor_files import check_shapes
 from lora_nlg.train.cli import TrainConfigError
 from lora_nlg.train.loop import main
-from model import GPT2LMModel, pick_device
+from lora_nlg.util.flags import reproducibility
+from model import GPT2LMModel, mask_index, pick_device, set_matmul_precision
 from optim import AdamW, clip_grad_norm
 
 FP16_AMP_LEVEL = 5  # Jittor's autocast: float16 wherever an op may be, reductions and exp/log in float32
@@ -35,11 +36,27 @@ class TrainEngine:
     def __init__(self, config, lora, weights, settings):
         self.device = pick_device(settings.device)
         self.amp_level = FP16_AMP_LEVEL if settings.fp16 else None
-        if (settings.fp16 or settings.bf16) and self.device != "cuda":
-            raise TrainConfigError("--fp16/--bf16 autocast runs on CUDA only; on CPU train in float32 (drop the flag)")
+        autocast = "float16" if settings.fp16 else None
         if settings.bf16:
             raise TrainConfigError("--bf16: Jittor's automatic mixed precision computes in float16 only; "
                                    "use --fp16 (or the PyTorch tree for bfloat16)")
+        # --fp16 on CPU is allowed, not refused: Jittor's automatic mixed precision runs on CPU too (float16 CPU
+        # kernels, compiled on first use), so the real path (autocast, loss scaling, skipped overflows) runs and is
+        # tested without a GPU; it is no faster there, which the log says. Except with LoRA dropout: jt.nn.Dropout
+        # compares a float16 jt.random with its float32 p, and Jittor 1.3's CPU float16 type makes that `>`
+        # ambiguous, so the fused kernel does not compile (g++ error, then a RuntimeError at the first backward)
+        if autocast and self.device == "cpu" and lora.r > 0 and lora.dropout > 0:
+            raise TrainConfigError(f"--fp16 on CPU: Jittor's float16 CPU kernels do not compile LoRA dropout "
+                                   f"(--lora_dropout {lora.dropout:g}); add --lora_dropout 0, or run on CUDA")
+        note = (f"{autocast} autocast on CPU is for testing: slower than float32 (the speed-up is CUDA's)"
+                if autocast and self.device == "cpu" else None)
+        exact = settings.exact or settings.fp16  # TF32 off under --fp16: model.set_matmul_precision says why
+        self.precision = {"autocast": autocast, "matmul": set_matmul_precision(self.device, exact),
+                          "note": note}
+        self.reproducibility = reproducibility(self.device, settings.deterministic)
+        if settings.deterministic and self.device == "cuda":
+            raise TrainConfigError("--deterministic: Jittor 1.3.11 has no deterministic mode for its CUDA kernels; "
+                                   "use the PyTorch tree for a bit-reproducible CUDA run")
         jt.set_global_seed(settings.random_seed)
         self.model = GPT2LMModel(config, lora)
         self.model.load_weights(weights, settings.init_checkpoint or "initial weights")
@@ -66,15 +83,20 @@ class TrainEngine:
         return jt.flag_scope(auto_mixed_precision_level=self.amp_level)
 
     def tensors(self, batch):
-        return jt.array(batch.input), jt.array(batch.target), jt.array(batch.mask)
+        """Input, target, mask and the mask's flat index (found on the host: model.mask_index) as Vars.
+        Jittor copies them to the device when the graph runs, without a host sync."""
+        arrays = (batch.input, batch.target, batch.mask, mask_index(batch.mask))
+        return tuple(jt.array(a) for a in arrays)
 
     def train_batch(self, batch, weight):
         """Forward, then backward of loss * weight: gradients add up until `update`. Returns the loss."""
-        inputs, target, mask = self.tensors(batch)
+        inputs, target, mask, index = self.tensors(batch)
         with self.autocast():
             hidden, _ = self.model(inputs)
-            loss, _ = self.model.loss(hidden, target, mask, self.label_smooth)
+            loss, _ = self.model.loss(hidden, target, mask, self.label_smooth, index)
         self.optimizer.backward(loss * weight)
+        # the one host read of a float32 step, after the backward ran: the loop logs and checks the loss
+        # of every batch (the divergence check names the step whose loss went non-finite)
         return loss.item()
 
     def update(self, lr, clip, loss_scale=None):
@@ -84,7 +106,8 @@ class TrainEngine:
         if loss_scale is not None:
             for name, g in grads.items():
                 grads[name] = g.float32() / loss_scale
-            if not all(bool(jt.isfinite(g).all().item()) for g in grads.values()):
+            # one host read for all gradients (the skip is decided here), as torch.amp.GradScaler's step has
+            if not jt.stack([jt.isfinite(g).all() for g in grads.values()]).all().item():
                 self.optimizer.zero_grad()
                 return False
         if clip > 0:
@@ -99,10 +122,10 @@ class TrainEngine:
         self.model.eval()
         losses = []
         for batch in batches:
-            inputs, target, mask = self.tensors(batch)
+            inputs, target, mask, index = self.tensors(batch)
             with self.autocast():
                 hidden, _ = self.model(inputs)
-                loss, _ = self.model.loss(hidden, target, mask)
+                loss, _ = self.model.loss(hidden, target, mask, index=index)
             losses.append(loss.item())
         self.model.train()
         return losses

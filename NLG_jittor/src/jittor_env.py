@@ -1,34 +1,39 @@
 """Imports Jittor configured for the machine it runs on; every Jittor module imports `jt` from here.
 
 Jittor reads its configuration from environment variables at import time, so they must be set
-before the first `import jittor`:
+before the first `import jittor`. What to set is decided by lora_nlg.util.jittor_setup.decide from
+facts about the machine (its table lists every case), in short:
 - no CUDA GPU: `nvcc_path` empty, or Jittor tries to compile CUDA kernels and fails;
-- oneDNN: Jittor downloads it from its own server, which fails offline. `scripts/setup_env.sh`
-  places Debian's oneDNN where Jittor looks; without it we fall back to `use_mkl=0` and say so.
-On a CUDA machine nothing is changed and `jt.flags.use_cuda` is switched on (`GPU_AVAILABLE`).
+- a CUDA 11.x / 12.x toolkit: `nvcc_path` set to it, `use_cutlass=0` (Jittor would download cutlass;
+  nothing here uses it), `conv_opt=1` when no cuDNN 8 is installed (Jittor opens cuDNN 8's file names);
+- a CUDA 13+ toolkit: Jittor 1.3.11 cannot build against it; we stop with one line saying how to
+  point `nvcc_path` at a CUDA 11.x / 12.x one;
+- oneDNN, cub, cutt, nccl: Jittor copies them from the jittor-offline package (requirement_jittor.txt)
+  instead of downloading; without oneDNN we fall back to `use_mkl=0` and say so.
+Variables set beforehand are kept. `GPU_AVAILABLE` switches `jt.flags.use_cuda` on.
 """
 import os
 import shutil
 import sys
 
-DNNL_HOME = os.path.join(os.path.expanduser("~"), ".cache", "jittor", "mkl", "dnnl_lnx_2.2.0_cpu_gomp")
+from lora_nlg.util import jittor_setup
 
 
 def _has_cuda():
-    return shutil.which("nvidia-smi") is not None and os.environ.get("CUDA_VISIBLE_DEVICES", "0") != ""
+    return jittor_setup.gpu_visible(shutil.which("nvidia-smi") is not None, os.environ.get("CUDA_VISIBLE_DEVICES"))
 
 
 def _configure():
-    os.environ.setdefault("log_silent", "1")
-    if not _has_cuda():
-        os.environ.setdefault("nvcc_path", "")
-    if "use_mkl" not in os.environ and not os.path.isfile(os.path.join(DNNL_HOME, "lib", "libmkldnn.so")):
-        os.environ["use_mkl"] = "0"
-        print("[jittor_env] note: oneDNN not found in %s; running with use_mkl=0 (slower CPU matmul). "
-              "Run scripts/setup_env.sh to install it." % DNNL_HOME, file=sys.stderr)
+    decision = jittor_setup.decide(jittor_setup.gather_facts())
+    if decision.error:
+        raise SystemExit(decision.error)
+    os.environ.update(decision.env)
+    for note in decision.notes:
+        print(f"[jittor_env] note: {note}", file=sys.stderr)
+    return decision
 
 
-_configure()
+DECISION = _configure()
 import jittor as jt  # noqa: E402  (must follow the environment set-up above)
 
 GPU_AVAILABLE = bool(jt.has_cuda and _has_cuda())  # what --device auto / cuda go by (model.pick_device)

@@ -29,10 +29,15 @@ class AdamW:
 
     Defaults are the reference's (betas 0.9 / 0.98, eps 1e-6). `named_params`: (name, parameter)
     pairs of the trainable parameters; names key the exported state. `grads`: name -> gradient Var,
-    filled by `backward`.
+    filled by `backward`. `foreach`: torch's multi-tensor update; Jittor has no _foreach ops, so only False (the
+    loop) is accepted, and the loop is already batched: its lazy updates of all tensors run in one jt.sync,
+    with each tensor's element-wise chain fused into one kernel.
     """
 
-    def __init__(self, named_params, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.0, correct_bias=True):
+    def __init__(self, named_params, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.0, correct_bias=True,
+                 foreach=False):
+        if foreach:
+            raise ValueError("AdamW(foreach=True): Jittor has no _foreach ops (its loop runs in one sync)")
         self.params = dict(named_params)
         frozen = [name for name, p in self.params.items() if not p.requires_grad]
         if frozen:
@@ -41,6 +46,7 @@ class AdamW:
         self.eps = eps
         self.weight_decay = weight_decay
         self.correct_bias = correct_bias
+        self.foreach = foreach
         self.step_count = 0  # updates done so far; lr_at(step_count, ...) is the rate of the next one
         self.exp_avg = {name: jt.zeros_like(p).stop_grad() for name, p in self.params.items()}
         self.exp_avg_sq = {name: jt.zeros_like(p).stop_grad() for name, p in self.params.items()}
@@ -108,14 +114,16 @@ class AdamW:
 def clip_grad_norm(grads, max_norm):
     """Scale gradients so their global L2 norm is at most max_norm, as torch.nn.utils.clip_grad_norm_:
     total = sqrt(sum of all squared gradient values); every gradient *= min(1, max_norm / (total + 1e-6)).
-    `grads`: gradient Vars (`optimizer.grads.values()`), scaled in place. Returns total (before clipping) as a float.
+    `grads`: gradient Vars (`optimizer.grads.values()`), scaled in place. Returns total (before clipping) as a
+    0-d Var, as torch's does: the coefficient stays a Var too, so clipping needs no host sync (float(total) is
+    one, for callers that want the number).
     The squares are summed in float64: Jittor sums one term after another, and in float32 that drifts
     by ~1e-5 over the 6.4M values of a gpt2.tiny embedding gradient."""
     grads = list(grads)
     if not grads:
-        return 0.0
+        return jt.array(0.0)
     total = jt.sqrt(sum((g.float64() ** 2).sum() for g in grads))
     coef = jt.clamp(max_norm / (total + 1e-6), max_v=1.0).float32()
     for g in grads:
         g.update(g * coef)
-    return float(total.item())
+    return total

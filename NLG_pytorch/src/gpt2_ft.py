@@ -8,6 +8,7 @@ logs and resumable state in lora_nlg; this file only runs the model, gradients a
 """
 import contextlib
 import io
+import os
 
 import numpy as np
 import torch
@@ -16,7 +17,8 @@ from lora import report_trainable, set_trainable, trainable_state_dict
 from lora_nlg.checkpoints.tensor_files import check_shapes
 from lora_nlg.train.cli import TrainConfigError
 from lora_nlg.train.loop import main
-from model import GPT2LMModel, pick_device
+from lora_nlg.util.flags import reproducibility
+from model import GPT2LMModel, mask_index, pick_device, set_matmul_precision
 from optim import AdamW, clip_grad_norm
 
 
@@ -29,8 +31,22 @@ class TrainEngine:
     def __init__(self, config, lora, weights, settings):
         self.device = pick_device(settings.device)
         self.autocast_dtype = torch.float16 if settings.fp16 else torch.bfloat16 if settings.bf16 else None
-        if self.autocast_dtype is not None and self.device.type != "cuda":
-            raise TrainConfigError("--fp16/--bf16 autocast runs on CUDA only; on CPU train in float32 (drop the flag)")
+        autocast = "float16" if settings.fp16 else "bfloat16" if settings.bf16 else None
+        if settings.bf16 and self.device.type == "cuda" and torch.cuda.get_device_capability(self.device) < (8, 0):
+            raise TrainConfigError(f"--bf16: {torch.cuda.get_device_name(self.device)} has no bfloat16 arithmetic "
+                                   f"(compute capability 8.0 or later); use --fp16")
+        # --fp16/--bf16 on CPU are allowed, not refused: torch autocasts float16 and bfloat16 on CPU too, so the real
+        # path (autocast, loss scaling, skipped overflows) runs and is tested without a GPU; it is no faster there
+        # (float16 matmuls on CPU are slower than float32), which the log says
+        note = (f"{autocast} autocast on CPU is for testing: slower than float32 (the speed-up is CUDA's)"
+                if autocast and self.device.type == "cpu" else None)
+        self.precision = {"autocast": autocast, "matmul": set_matmul_precision(self.device, settings.exact),
+                          "note": note}
+        self.reproducibility = reproducibility(self.device.type, settings.deterministic)
+        if settings.deterministic and self.device.type == "cuda":
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's fixed-order workspace
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
         torch.manual_seed(settings.random_seed)
         self.model = GPT2LMModel(config, lora)
         self.model.load_weights(weights, settings.init_checkpoint or "initial weights")
@@ -58,16 +74,22 @@ class TrainEngine:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def tensors(self, batch):
-        return (torch.from_numpy(batch.input).to(self.device), torch.from_numpy(batch.target).to(self.device),
-                torch.from_numpy(batch.mask).to(self.device))
+        """Input, target, mask and the mask's flat index (found on the host: model.mask_index) on the device.
+        To a GPU through pinned memory, non_blocking: copying a pageable numpy buffer waits for the copy."""
+        arrays = (batch.input, batch.target, batch.mask, mask_index(batch.mask))
+        if self.device.type != "cuda":
+            return tuple(torch.from_numpy(a) for a in arrays)
+        return tuple(torch.from_numpy(a).pin_memory().to(self.device, non_blocking=True) for a in arrays)
 
     def train_batch(self, batch, weight):
         """Forward, then backward of loss * weight: gradients add up until `update`. Returns the loss."""
-        inputs, target, mask = self.tensors(batch)
+        inputs, target, mask, index = self.tensors(batch)
         with self.autocast():
             hidden, _ = self.model(inputs)
-            loss, _ = self.model.loss(hidden, target, mask, self.label_smooth)
+            loss, _ = self.model.loss(hidden, target, mask, self.label_smooth, index)
         self.optimizer.backward(loss * weight)
+        # the one host sync of a float32 step, after the backward is queued: the loop logs and checks the loss
+        # of every batch (the divergence check names the step whose loss went non-finite)
         return loss.item()
 
     def update(self, lr, clip, loss_scale=None):
@@ -77,7 +99,8 @@ class TrainEngine:
         if loss_scale is not None:
             for g in grads:
                 g.div_(loss_scale)
-            if not all(bool(torch.isfinite(g).all()) for g in grads):
+            # one host sync for all gradients (the skip is decided here), as torch.amp.GradScaler's step has
+            if not torch.stack([torch.isfinite(g).all() for g in grads]).all().item():
                 self.optimizer.zero_grad()
                 return False
         if clip > 0:
@@ -92,10 +115,10 @@ class TrainEngine:
         self.model.eval()
         losses = []
         for batch in batches:
-            inputs, target, mask = self.tensors(batch)
+            inputs, target, mask, index = self.tensors(batch)
             with self.autocast():
                 hidden, _ = self.model(inputs)
-                loss, _ = self.model.loss(hidden, target, mask)
+                loss, _ = self.model.loss(hidden, target, mask, index=index)
             losses.append(loss.item())
         self.model.train()
         return losses

@@ -22,10 +22,12 @@ class AdamW:
         p = p - lr * weight_decay * p                        (decoupled decay, AFTER the update)
 
     Defaults are the reference's (betas 0.9 / 0.98, eps 1e-6). `named_params`: (name, parameter)
-    pairs of the trainable parameters; names key the exported state.
+    pairs of the trainable parameters; names key the exported state. `foreach`: update all tensors at once
+    with torch._foreach_* ops (see _foreach_update: the same bits as the per-tensor loop, which False runs).
     """
 
-    def __init__(self, named_params, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.0, correct_bias=True):
+    def __init__(self, named_params, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.0, correct_bias=True,
+                 foreach=True):
         self.params = dict(named_params)
         frozen = [name for name, p in self.params.items() if not p.requires_grad]
         if frozen:
@@ -34,6 +36,7 @@ class AdamW:
         self.eps = eps
         self.weight_decay = weight_decay
         self.correct_bias = correct_bias
+        self.foreach = foreach
         self.step_count = 0  # updates done so far; lr_at(step_count, ...) is the rate of the next one
         self.exp_avg = {name: torch.zeros_like(p) for name, p in self.params.items()}
         self.exp_avg_sq = {name: torch.zeros_like(p) for name, p in self.params.items()}
@@ -59,6 +62,9 @@ class AdamW:
         step_size = lr
         if self.correct_bias:
             step_size = lr * math.sqrt(1.0 - beta2 ** self.step_count) / (1.0 - beta1 ** self.step_count)
+        if self.foreach:
+            self._foreach_update(lr, step_size)
+            return
         for name, p in self.params.items():
             g = p.grad
             m, v = self.exp_avg[name], self.exp_avg_sq[name]
@@ -68,6 +74,33 @@ class AdamW:
             p.copy_(p - step_size * m / denom)
             if self.weight_decay > 0.0:
                 p.copy_(p - lr * self.weight_decay * p)
+
+    def _foreach_update(self, lr, step_size):
+        """The loop of `step` over all tensors at once: one torch._foreach_* call per operation (on CUDA a few
+        kernels for all tensors instead of one per tensor and operation; on CPU a C++ loop), operation for
+        operation the loop's, so each value is rounded the same times in the same order: the same bits
+        (tests/NLG_pytorch/test_fast_paths.py, torch.equal). The fused forms are not: _foreach_add_(m, g,
+        alpha=1 - beta1) is one multiply-add on CPU (one rounding where the loop has two), addcmul_ rounds
+        (1 - beta2) * g * g differently on CPU, and CUDA's _foreach_addcdiv_ computes p + s * (m / denom)."""
+        params = list(self.params.values())
+        grads = [p.grad for p in params]
+        m, v = list(self.exp_avg.values()), list(self.exp_avg_sq.values())
+        torch._foreach_mul_(m, self.beta1)
+        torch._foreach_add_(m, torch._foreach_mul(grads, 1.0 - self.beta1))  # m = beta1 * m + (1 - beta1) * g
+        squares = torch._foreach_mul(grads, 1.0 - self.beta2)
+        torch._foreach_mul_(squares, grads)
+        torch._foreach_mul_(v, self.beta2)
+        torch._foreach_add_(v, squares)  # v = beta2 * v + (1 - beta2) * g * g
+        del squares
+        denom = torch._foreach_sqrt(v)
+        torch._foreach_add_(denom, self.eps)
+        update = torch._foreach_mul(m, step_size)
+        torch._foreach_div_(update, denom)
+        del denom
+        torch._foreach_sub_(params, update)  # p = p - step_size * m / denom
+        del update
+        if self.weight_decay > 0.0:
+            torch._foreach_sub_(params, torch._foreach_mul(params, lr * self.weight_decay))
 
     def state_arrays(self):
         """Numpy state for resuming: `step`, `exp_avg.<name>`, `exp_avg_sq.<name>` (safetensors-ready)."""
@@ -96,12 +129,14 @@ class AdamW:
 def clip_grad_norm(grads, max_norm):
     """Scale gradients so their global L2 norm is at most max_norm, as torch.nn.utils.clip_grad_norm_:
     total = sqrt(sum of all squared gradient values); every gradient *= min(1, max_norm / (total + 1e-6)).
-    `grads`: gradient tensors (the parameters' `.grad`), scaled in place. Returns total (before clipping) as a float."""
+    `grads`: gradient tensors (the parameters' `.grad`), scaled in place. Returns total (before clipping) as a
+    0-d tensor on the gradients' device, as torch's does: the coefficient stays a tensor too, so clipping needs no
+    host sync (float(total) is one, for callers that want the number)."""
     grads = list(grads)
     if not grads:
-        return 0.0
+        return torch.tensor(0.0)
     total = torch.sqrt(sum((g * g).sum() for g in grads))
     coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
     for g in grads:
         g.mul_(coef)
-    return float(total.item())
+    return total

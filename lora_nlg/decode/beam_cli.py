@@ -16,7 +16,7 @@ import argparse
 from lora_nlg.data.tokenizer import EOS_ID
 from lora_nlg.decode.beam import BeamError, BeamSettings
 from lora_nlg.model.config import CARDS
-from lora_nlg.util.flags import DEVICE_PATTERN
+from lora_nlg.util.flags import DEVICE_PATTERN, EXACT_HELP
 
 
 def build_parser(framework):
@@ -54,6 +54,7 @@ def build_parser(framework):
     run.add_argument("--work_dir", default="gpt2_model", help="the prediction file goes here")
     run.add_argument("--output_file", default="beam_prediction.jsonl")
     run.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
+    run.add_argument("--exact", action="store_true", help=EXACT_HELP)
     run.add_argument("--platform", default="local", help="accepted for compatibility, ignored")
     return parser
 

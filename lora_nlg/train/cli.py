@@ -15,10 +15,11 @@ from typing import Optional
 from lora_nlg.model.config import CARDS, DEFAULT_TARGETS, CardError, parse_targets
 from lora_nlg.train.schedules import SCHEDULES
 from lora_nlg.util.errors import NLGError
-from lora_nlg.util.flags import DEVICE_PATTERN
+from lora_nlg.util.flags import DEVICE_PATTERN, EXACT_HELP
 
 # flags that decide what training computes: a resumed run must use the same values (intervals,
-# device, work_dir and the validation set only change what is logged or saved, not the weights)
+# device, --exact, work_dir and the validation set only change what is logged or saved, or the last bits of
+# the float32 arithmetic, not what is computed)
 RESUME_SETTINGS = (
     "train_data", "train_batch_size", "grad_acc", "seq_len", "fixed_padding", "model_card",
     "init_checkpoint", "clip", "lr", "weight_decay", "correct_bias", "adam_beta1", "adam_beta2",
@@ -41,6 +42,8 @@ class EngineSettings:
     device: str  # --device: auto, cpu, cuda or cuda:N (each tree's model.pick_device checks it exists)
     fp16: bool
     bf16: bool
+    exact: bool  # --exact: no TF32 for float32 matmuls on CUDA (model.set_matmul_precision)
+    deterministic: bool  # --deterministic: the framework's deterministic CUDA algorithms (CPU runs already are)
     random_seed: int  # the framework RNG's seed at start (LoRA dropout)
     init_checkpoint: Optional[str]  # names the source of the initial weights in shape errors
     adam_beta1: float
@@ -112,8 +115,14 @@ def build_parser(framework):
                          help="start over in a --work_dir that holds a resumable run (its state is deleted)")
     run.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
     precision = run.add_mutually_exclusive_group()
-    precision.add_argument("--fp16", action="store_true", help="float16 autocast with loss scaling (CUDA only)")
-    precision.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
+    precision.add_argument("--fp16", action="store_true",
+                           help="float16 autocast with dynamic loss scaling (for CUDA; on CPU slow, for tests)")
+    precision.add_argument("--bf16", action="store_true",
+                           help="bfloat16 autocast (PyTorch only; for CUDA, on CPU for tests)")
+    run.add_argument("--exact", action="store_true", help=EXACT_HELP)
+    run.add_argument("--deterministic", action="store_true",
+                     help="on CUDA, the framework's deterministic algorithms (slower), so the same command gives the "
+                          "same numbers; CPU runs are bit-reproducible without it")
     run.add_argument("--platform", default="local", choices=["local"], help="accepted for compatibility")
     return parser
 

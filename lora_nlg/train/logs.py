@@ -13,10 +13,10 @@ read alike (the eval line ends in a space):
 `loss` is the last batch's loss, `avg loss` / `ppl` the mean over the batches since the previous
 train line, `lr` the rate of the line's batch. `ms/batch` counts training time only (the
 reference's also includes any evaluation in the interval, hence its slow line after each eval).
-`<work_dir>/log.jsonl` holds one object per event (`start`, `train`, `eval`, `save`, `diverged`,
-`end`) with more fields (tokens/s, real and padded tokens per batch, ...). A resumed run appends
-to both, marking where it took over; `read_log` then drops what the killed run logged after the
-state it resumed from, so the events read as one unbroken run.
+`<work_dir>/log.jsonl` holds one object per event (`start`, `train`, `eval`, `save`, `overflow`
+(an --fp16 update skipped), `diverged`, `end`) with more fields (tokens/s, real and padded tokens
+per batch, ...). A resumed run appends to both, marking where it took over; `read_log` then drops
+what the killed run logged after the state it resumed from, so the events read as one unbroken run.
 """
 import json
 import math
@@ -55,6 +55,11 @@ def eval_line(event):
     return (f"| Eval {event['eval']:3d} at step {event['step']:>8d} | time: {event['time_s']:5.2f}s "
             f"| valid loss {event['valid_loss']:5.2f} | valid ppl {event['valid_ppl']:5.2f} "
             f"| best ppl {event['best_ppl']:5.2f} ")
+
+
+def overflow_line(event):
+    return (f"fp16 overflow at step {event['step']} (epoch {event['epoch']}): non-finite gradients, update skipped; "
+            f"loss scale {event['previous_scale']:g} -> {event['scale']:g}")
 
 
 def resume_line(event):
@@ -126,6 +131,11 @@ class TrainLog:
     def save(self, path, **fields):
         self.line(f"saving checkpoint {path}")
         self.event("save", path=path, **fields)
+
+    def overflow(self, **fields):
+        """An --fp16 update skipped for non-finite gradients: step, epoch, previous_scale and the new scale."""
+        self.line(overflow_line(fields))
+        self.event("overflow", **fields)
 
     def close(self):
         self.text.close()

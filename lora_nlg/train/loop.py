@@ -6,16 +6,25 @@ multiples of grad_acc; the schedule advances every batch, so the batch of step s
 lr_at(s - 1); max_step defaults to max_epoch * batches per epoch; the validation loss is the
 mean of the per-batch mean losses (no label smoothing). Beyond the reference it evaluates and saves
 at each epoch end and at the last step too, keeps the best adapter (`model.best`), stops on a
-non-finite loss, and resumes exactly (lora_nlg.train.state).
+non-finite loss, and resumes exactly (lora_nlg.train.state). Under --fp16 an update whose gradients
+overflow is skipped, the loss scale halved, and both logged (an `overflow` line and event).
+
+A training step reads back from the device only what the loop uses at once: its loss (a float, logged
+and checked every batch, so a divergence names its step) and, under --fp16, whether all gradients are
+finite (one value: the skip is decided on the host). tests/NLG_*/test_host_syncs.py list them.
 
 A TrainEngine (NLG_<framework>/src/gpt2_ft.py) does the tensor work:
     engine = TrainEngine(config, lora, weights, settings)  # model on settings.device, trainable marked, AdamW
                                                         # (settings = lora_nlg.train.cli.engine_settings(args))
     engine.framework                                    # "pytorch" / "jittor", written into adapters
     engine.trainable_report()                           # the trainable-parameter line (count checked)
+    engine.reproducibility                              # lora_nlg.util.flags.reproducibility's label
+    engine.precision                                    # {"autocast": "float16"/"bfloat16"/None, "matmul":
+                                                        #  lora_nlg.util.flags.matmul_precision's label, "note"}
     engine.seed(n)                                      # reseed the framework RNG (LoRA dropout)
     engine.train_batch(batch, weight) -> float          # forward, backward of loss * weight (grads add up)
-    engine.update(lr, clip, loss_scale) -> bool         # clip, AdamW step, clear grads (False: fp16 overflow)
+    engine.update(lr, clip, loss_scale) -> bool         # clip, AdamW step, clear grads (False: fp16 overflow,
+                                                        # the update skipped; the loop halves the scale, logs it)
     engine.eval_losses(batches) -> [float]              # per-batch losses, no dropout, no gradients
     engine.trainable_arrays() -> {name: ndarray}        # what an adapter stores
     engine.state() / engine.load_state(groups, source)  # {"param", "optim", "grad"} numpy groups
@@ -98,6 +107,13 @@ def initial_weights(args, config, lora):
     return {**base, **init_lora_weights(config, lora, args.random_seed)}
 
 
+def precision_line(precision, scaler):
+    """The start log's line on the arithmetic: autocast (and the fp16 loss scale) and how float32 matmuls run."""
+    autocast = f"{precision['autocast']} autocast" if precision["autocast"] else "float32"
+    scaled = f", dynamic loss scale {scaler.scale:g}" if scaler.enabled else ""
+    return f"precision: {autocast}{scaled}; matmul precision: {precision['matmul']}"
+
+
 def is_finished(state, max_step, max_epoch, batches_per_epoch):
     return state.step >= max_step or (
         max_epoch is not None and state.epoch >= max_epoch and state.batch >= batches_per_epoch)
@@ -143,6 +159,11 @@ class Run:
             self.log.line(f"        - {name} : {value}")
         self.log.line("=" * 100)
         self.log.line(self.engine.trainable_report())
+        precision = self.engine.precision
+        self.log.line(precision_line(precision, self.scaler))
+        if precision["note"]:
+            self.log.line(f"note: {precision['note']}")
+        self.log.line(f"reproducibility: {self.engine.reproducibility}")
         self.log.line(f"train: {len(self.train_set.examples)} examples, {len(self.train_set)} batches per epoch "
                       f"({self.train_set.n_truncated} cut to seq_len {args.seq_len}); "
                       f"valid: {len(self.valid_examples)} examples; max_step {self.max_step}")
@@ -159,7 +180,9 @@ class Run:
         self.log.event("start", framework=self.engine.framework, args=vars(args), max_step=self.max_step,
                        batches_per_epoch=len(self.train_set), train_examples=len(self.train_set.examples),
                        valid_examples=len(self.valid_examples), truncated=self.train_set.n_truncated,
-                       without_targets=self.train_set.n_without_targets,
+                       without_targets=self.train_set.n_without_targets, reproducibility=self.engine.reproducibility,
+                       precision={"autocast": precision["autocast"], "matmul": precision["matmul"],
+                                  "loss_scale": self.scaler.scale if self.scaler.enabled else None},
                        trainable_params=count_trainable(self.config, self.lora),
                        total_params=count_parameters({**param_shapes(self.config),
                                                       **lora_shapes(self.config, self.lora)}),
@@ -223,8 +246,11 @@ class Run:
             self.diverged(f"non-finite training loss {loss}")
         lr = lr_at(state.step - 1, args.lr, args.scheduler, args.warmup_step, self.max_step)
         if state.step % args.grad_acc == 0:
-            applied = self.engine.update(lr, args.clip, self.scaler.scale if self.scaler.enabled else None)
+            scale = self.scaler.scale
+            applied = self.engine.update(lr, args.clip, scale if self.scaler.enabled else None)
             self.scaler.update(overflowed=not applied)
+            if not applied:
+                self.log.overflow(previous_scale=scale, scale=self.scaler.scale, **self.where())
         return loss, lr
 
     def after_step(self, lr):

@@ -125,7 +125,7 @@ def test_clip_grad_norm_equals_the_reference(max_norm):
     rng = np.random.default_rng(2)
     grads = [rng.normal(size=s).astype(np.float32) for s in [(5, 4), (7,), (3, 3)]]
     ours = [jt.array(g) for g in grads]
-    total = clip_grad_norm(ours, max_norm)
+    total = float(clip_grad_norm(ours, max_norm))  # a 0-d Var, as torch's tensor
     expected_total, expected = ref.clip_by_global_norm(grads, max_norm)
     assert total == pytest.approx(expected_total, rel=1e-6)
     for got, want in zip(ours, expected):
@@ -133,4 +133,4 @@ def test_clip_grad_norm_equals_the_reference(max_norm):
         assert got.dtype == "float32"
     clipped_norm = np.sqrt(sum(float((g.numpy().astype(np.float64) ** 2).sum()) for g in ours))
     assert clipped_norm == pytest.approx(min(total, max_norm), rel=1e-5)
-    assert clip_grad_norm([], max_norm) == 0.0
+    assert float(clip_grad_norm([], max_norm)) == 0.0

@@ -133,7 +133,7 @@ def test_engine_updates_trainable_parameters_only(data, tmp_path):
 
 
 def test_loss_scaled_gradients_are_unscaled_and_an_overflow_skips_the_update(data, tmp_path):
-    """The fp16 loss-scale arithmetic of `update`, run here in float32 (fp16 itself needs CUDA)."""
+    """The fp16 loss-scale arithmetic of `update`, run here in float32 (so that the steps can be compared exactly)."""
     (plain, _, batch), (scaled, _, _) = micro_engine(data, tmp_path, 0.0), micro_engine(data, tmp_path, 0.0)
     plain.train_batch(batch, 1.0)
     assert plain.update(0.01, clip=1.0)
@@ -234,8 +234,12 @@ def _error_of(args, capsys):
 
 @pytest.mark.skipif(jt.has_cuda, reason="checks the refusals of a machine without CUDA")
 def test_cuda_only_flags_are_one_line_errors_on_cpu(data, tmp_path, capsys):
-    for flag in ("--fp16", "--bf16"):
-        assert "autocast runs on CUDA only" in _error_of(micro_argv(data, tmp_path / "a", flag), capsys)
+    # --fp16 itself runs on CPU (tests/NLG_jittor/test_mixed_precision.py), but not with LoRA dropout
+    assert _error_of(micro_argv(data, tmp_path / "a", "--fp16"), capsys) == (
+        "error: --fp16 on CPU: Jittor's float16 CPU kernels do not compile LoRA dropout (--lora_dropout 0.1); "
+        "add --lora_dropout 0, or run on CUDA")
+    assert "--bf16: Jittor's automatic mixed precision computes in float16 only" in _error_of(
+        micro_argv(data, tmp_path / "a", "--bf16"), capsys)
     assert "--device cuda: Jittor sees no CUDA device" in _error_of(
         micro_argv(data, tmp_path / "b", "--device", "cuda"), capsys)
 

@@ -55,11 +55,12 @@ def expected_predictions(weights, config, lora, settings, contexts):
     return decode_with(gpt2_beam.beam_search, model, contexts, settings, batch_size=2, seq_len=32)
 
 
-def test_adapter_run_decodes_each_unique_input_once(run_dir):
+def test_adapter_run_decodes_each_unique_input_once(run_dir, capsys):
     lora = trained_lora(TINY)
     save_adapter(run_dir / "model.7", lora, TINY, LORA, "custom", 7, "pytorch")
     gpt2_beam.main(beam_argv(run_dir, "--random_seed", "3", "--lora_checkpoint", str(run_dir / "model.7"),
                              "--eos_token_id", "60"))
+    assert "; device cpu; matmul precision: float32\n" in capsys.readouterr().out  # no TF32 on CPU
     records = read_predictions(run_dir / "out.jsonl")
     settings = BeamSettings(beam=3, eval_len=6, eos_ids=(EOS_ID, 60))
     unique = [[1, 2, 3, 50], [7, 8, 50], [9, 10, 11, 12, 13, 50]]

@@ -114,7 +114,7 @@ def test_clip_grad_norm_equals_torch(max_norm):
     theirs = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]
     for p, q, g in zip(ours, theirs, grads):
         p.grad, q.grad = g.clone(), g.clone()
-    total = clip_grad_norm([p.grad for p in ours], max_norm)
+    total = float(clip_grad_norm([p.grad for p in ours], max_norm))  # a 0-d tensor, as torch's
     expected = torch.nn.utils.clip_grad_norm_(theirs, max_norm)
     assert total == pytest.approx(expected.item(), rel=1e-6)
     for p, q in zip(ours, theirs):

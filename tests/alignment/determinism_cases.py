@@ -42,6 +42,8 @@ def run_twice(framework, data, tmp_path, extra):
 
 def check_same_command_same_numbers(framework, data, tmp_path, command):
     first, second = run_twice(framework, data, tmp_path, COMMANDS[command])
+    assert "reproducibility: bit-reproducible (CPU)" in (first / "log.txt").read_text().splitlines()
+    assert events(first, "start")[0]["reproducibility"] == "bit-reproducible (CPU)"
     losses = [[e["loss"] for e in events(folder, "train")] for folder in (first, second)]
     assert len(losses[0]) == 40 and len(set(losses[0])) > 1
     assert losses[0] == losses[1]

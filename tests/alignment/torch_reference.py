@@ -56,7 +56,7 @@ def run_case(config, lora, batch, weights):
     loss, n_tokens = model.loss(hidden, torch.from_numpy(batch.target), torch.from_numpy(batch.mask), LABEL_SMOOTH)
     loss.backward()
     grads = {name: p.grad.numpy().copy() for name, p in optimizer.params.items()}
-    total_norm = clip_grad_norm([p.grad for p in optimizer.params.values()], CLIP)
+    total_norm = float(clip_grad_norm([p.grad for p in optimizer.params.values()], CLIP))
     optimizer.step(LR)
     arrays = {"logits": logits, "loss": np.array(loss.item()),
               "n_tokens": np.array(n_tokens), "total_norm": np.array(total_norm)}

@@ -17,6 +17,7 @@ SAME_METHOD = {"execute": "forward"}  # a jt.Module runs `execute` where a torch
 FRAMEWORK_ONLY = {
     ("jittor", "model.py", "GPT2LMModel.train"): "jt.Module.train would also stop gradients (set_trainable)",
     ("jittor", "model.py", "GPT2LMModel.eval"): "the same, switching LoRA dropout off",
+    ("pytorch", "optim.py", "AdamW._foreach_update"): "Jittor has no _foreach ops (its loop runs in one jt.sync)",
 }
 
 spec = importlib.util.spec_from_file_location("mirror_diff", ROOT / "scripts" / "mirror_diff.py")

@@ -3,9 +3,11 @@ import numpy as np
 import pytest
 
 from lora_nlg.checkpoints.tensor_files import save_safetensors
-from lora_nlg.train.cli import parse_args, resume_settings
+from lora_nlg.decode import beam_cli
+from lora_nlg.train.cli import engine_settings, parse_args, resume_settings
 from lora_nlg.train.state import LossScale, TrainState, check_settings, load_train_state, save_train_state, step_seed
 from lora_nlg.util.errors import CheckpointError
+from lora_nlg.util.flags import matmul_precision, reproducibility
 
 REQUIRED = ["--train_data", "t.jsonl", "--valid_data", "v.jsonl", "--work_dir", "out"]
 
@@ -18,7 +20,27 @@ def test_defaults_are_the_readme_e2e_command():
               "lora_alpha": 32, "lora_dropout": 0.1, "label_smooth": 0.1, "random_seed": 110, "platform": "local"}
     assert {name: getattr(args, name) for name in readme} == readme
     assert (args.adam_beta1, args.adam_epsilon, args.lora_targets, args.max_step) == (0.9, 1e-6, "q,v", None)
-    assert not (args.fixed_padding or args.resume or args.fp16 or args.bf16)
+    assert not (args.fixed_padding or args.resume or args.fp16 or args.bf16 or args.exact)
+
+
+def test_tf32_on_cuda_unless_exact_and_float32_on_cpu():
+    """The matmul precision both trees set and log (model.set_matmul_precision): a function of device and --exact."""
+    assert matmul_precision("cuda", exact=False) == "tf32"
+    assert matmul_precision("cuda", exact=True) == "float32 (exact)"
+    assert matmul_precision("cpu", exact=False) == matmul_precision("cpu", exact=True) == "float32"
+    assert engine_settings(parse_args(REQUIRED + ["--exact"])).exact is True
+    assert "exact" not in resume_settings(parse_args(REQUIRED), max_step=1)  # numerics of a device, as --device
+    beam = ["--data", "test.jsonl", "--random_seed", "1", "--model_card", "gpt2.tiny"]
+    assert beam_cli.parse_args(beam + ["--exact"]).exact and not beam_cli.parse_args(beam).exact
+
+
+def test_reproducibility_is_stated_per_device_and_deterministic_flag():
+    assert reproducibility("cpu", deterministic=False) == reproducibility("cpu", deterministic=True) == \
+        "bit-reproducible (CPU)"
+    assert reproducibility("cuda", deterministic=True) == "deterministic algorithms (CUDA)"
+    assert reproducibility("cuda", deterministic=False) == "not bit-reproducible (CUDA; --deterministic)"
+    assert engine_settings(parse_args(REQUIRED + ["--deterministic"])).deterministic is True
+    assert engine_settings(parse_args(REQUIRED)).deterministic is False
 
 
 def test_flag_spellings():
