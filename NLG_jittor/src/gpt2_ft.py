@@ -58,7 +58,7 @@ class TrainEngine:
             raise TrainConfigError("--deterministic: Jittor 1.3.11 has no deterministic mode for its CUDA kernels; "
                                    "use the PyTorch tree for a bit-reproducible CUDA run")
         jt.set_global_seed(settings.random_seed)
-        self.model = GPT2LMModel(config, lora)
+        self.model = GPT2LMModel(config, lora, "reference" if settings.exact else "auto")
         self.model.load_weights(weights, settings.init_checkpoint or "initial weights")
         self.model.train()
         set_trainable(self.model, lora)

@@ -48,7 +48,7 @@ class TrainEngine:
             torch.use_deterministic_algorithms(True)
             torch.backends.cudnn.benchmark = False
         torch.manual_seed(settings.random_seed)
-        self.model = GPT2LMModel(config, lora)
+        self.model = GPT2LMModel(config, lora, "reference" if settings.exact else "auto")
         self.model.load_weights(weights, settings.init_checkpoint or "initial weights")
         self.model.to(self.device)
         self.model.train()

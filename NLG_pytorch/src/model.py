@@ -187,7 +187,10 @@ class Attention(nn.Module):
     def use_sdpa(self, x):
         """Whether this call takes torch.nn.functional.scaled_dot_product_attention (fused kernels: flash or
         memory-efficient on CUDA, a blocked flash kernel on CPU) instead of the written-out reference: always for
-        attention="sdpa", never for "reference", on CUDA for "auto". Both give the same numbers to ~1e-6."""
+        attention="sdpa", never for "reference", on CUDA for "auto". Both give the same numbers to ~1e-6.
+        On CPU "auto" is the written-out path: at gpt2.tiny / E2E sizes SDPA halves the attention of a training
+        step but that is ~3% of the step (within the noise of scripts/benchmark.py), a one-token decoding step's
+        attention is ~25% slower with it, and the written-out path is what Jittor computes, bit for bit."""
         return self.attention == "sdpa" or (self.attention == "auto" and x.is_cuda)
 
     def forward(self, x, blocked, layer_past=None, causal=False):

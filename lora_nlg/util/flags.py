@@ -4,8 +4,9 @@ import re
 from lora_nlg.util.errors import NLGError
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")  # --device values; each tree checks that the device exists
-EXACT_HELP = ("float32 matmuls in full float32 on CUDA (default there: TF32 tensor cores, a 10-bit mantissa in "
-              "the products, ~1e-3 relative); no effect on CPU")
+EXACT_HELP = ("on CUDA: float32 matmuls in full float32 (default there: TF32 tensor cores, a 10-bit mantissa in "
+              "the products, ~1e-3 relative) and the written-out attention instead of the fused one; no effect on "
+              "CPU, which always computes this way")
 
 
 class DeviceError(NLGError):
