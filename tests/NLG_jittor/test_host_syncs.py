@@ -11,10 +11,9 @@ import sys
 import pytest
 
 import gpt2_ft
-from alignment.train_runs import MICRO, SEED, micro_argv, write_dataset
+from alignment.train_runs import MICRO, SEED, micro_argv
 from jittor_env import jt
 from lora_nlg.data.batching import TrainBatches, load_encoded
-from lora_nlg.model import config
 from lora_nlg.model.config import LoRAConfig
 from lora_nlg.model.init_weights import init_gpt2_weights, init_lora_weights
 from lora_nlg.train import loop
@@ -23,17 +22,6 @@ from optim import AdamW
 
 VAR_READS = ("item", "numpy", "tolist", "__bool__", "__float__", "__int__", "__index__", "fetch_sync")
 MODULE_READS = ("nonzero",)
-
-
-@pytest.fixture(autouse=True)
-def micro_card(monkeypatch):
-    monkeypatch.setitem(config.CARDS, "gpt2.micro", MICRO)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("data")
-    return write_dataset(folder / "train.jsonl", 16, 0), write_dataset(folder / "valid.jsonl", 6, 1)
 
 
 class SyncRecorder:

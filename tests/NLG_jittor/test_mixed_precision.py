@@ -11,13 +11,11 @@ import contextlib
 import math
 
 import numpy as np
-import pytest
 
 import gpt2_ft
-from alignment.train_runs import MICRO, SEED, events, micro_argv, write_dataset
+from alignment.train_runs import SEED, events, micro_argv
 from jittor_env import jt
 from lora import set_trainable
-from lora_nlg.model import config
 from lora_nlg.model.config import LoRAConfig, get_card
 from lora_nlg.model.init_weights import init_gpt2_weights, init_lora_weights
 from lora_nlg.train.state import load_train_state
@@ -25,17 +23,6 @@ from model import MASKED_SCORE, GPT2LMModel, masked_score, set_matmul_precision,
 from optim import AdamW
 
 NO_DROPOUT = ("--lora_dropout", "0")
-
-
-@pytest.fixture(autouse=True)
-def micro_card(monkeypatch):
-    monkeypatch.setitem(config.CARDS, "gpt2.micro", MICRO)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("data")
-    return write_dataset(folder / "train.jsonl", 16, 0), write_dataset(folder / "valid.jsonl", 6, 1)
 
 
 def train(args, engine=gpt2_ft.TrainEngine):

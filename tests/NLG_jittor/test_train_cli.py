@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import gpt2_ft
+from alignment.fault_cases import train_error
 from alignment.train_runs import (
     MICRO,
     SEED,
@@ -19,12 +20,10 @@ from alignment.train_runs import (
     micro_argv,
     reference_eval_line,
     reference_train_line,
-    write_dataset,
 )
 from jittor_env import jt
 from lora_nlg.checkpoints.adapter import load_adapter
 from lora_nlg.data.batching import TrainBatches, eval_batches, load_encoded
-from lora_nlg.model import config
 from lora_nlg.model.config import LoRAConfig
 from lora_nlg.model.init_weights import init_gpt2_weights, init_lora_weights
 from lora_nlg.train.cli import engine_settings, parse_args
@@ -33,17 +32,6 @@ from lora_nlg.train.state import load_train_state
 from model import GPT2LMModel
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(autouse=True)
-def micro_card(monkeypatch):
-    monkeypatch.setitem(config.CARDS, "gpt2.micro", MICRO)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("data")
-    return write_dataset(folder / "train.jsonl", 16, 0), write_dataset(folder / "valid.jsonl", 6, 1)
 
 
 def train(args, engine=gpt2_ft.TrainEngine):
@@ -223,35 +211,26 @@ def test_a_diverging_run_stops_with_one_line_and_leaves_no_corrupt_checkpoint(da
     assert diverged["step"] == 2 and "step 2" in (tmp_path / "log.txt").read_text().splitlines()[-1]
 
 
-def _error_of(args, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        train(args)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: "), err
-    return err[0]
-
-
 @pytest.mark.skipif(jt.has_cuda, reason="checks the refusals of a machine without CUDA")
 def test_cuda_only_flags_are_one_line_errors_on_cpu(data, tmp_path, capsys):
     # --fp16 itself runs on CPU (tests/NLG_jittor/test_mixed_precision.py), but not with LoRA dropout
-    assert _error_of(micro_argv(data, tmp_path / "a", "--fp16"), capsys) == (
+    assert train_error(micro_argv(data, tmp_path / "a", "--fp16"), capsys) == (
         "error: --fp16 on CPU: Jittor's float16 CPU kernels do not compile LoRA dropout (--lora_dropout 0.1); "
         "add --lora_dropout 0, or run on CUDA")
-    assert "--bf16: Jittor's automatic mixed precision computes in float16 only" in _error_of(
+    assert "--bf16: Jittor's automatic mixed precision computes in float16 only" in train_error(
         micro_argv(data, tmp_path / "a", "--bf16"), capsys)
-    assert "--device cuda: Jittor sees no CUDA device" in _error_of(
+    assert "--device cuda: Jittor sees no CUDA device" in train_error(
         micro_argv(data, tmp_path / "b", "--device", "cuda"), capsys)
 
 
 def test_bad_input_is_a_one_line_error(data, tmp_path, capsys):
     (tmp_path / "empty.jsonl").write_text("")
-    assert "empty.jsonl: no examples" in _error_of(micro_argv((tmp_path / "empty.jsonl", data[1]), tmp_path / "a"),
+    assert "empty.jsonl: no examples" in train_error(micro_argv((tmp_path / "empty.jsonl", data[1]), tmp_path / "a"),
                                                     capsys)
-    assert "train_state.safetensors: no training state to resume" in _error_of(
+    assert "train_state.safetensors: no training state to resume" in train_error(
         micro_argv(data, tmp_path / "c", "--resume"), capsys)
     train(micro_argv(data, tmp_path / "e", "--max_step", "1"))
-    assert "cannot resume with different settings: lr 0.01 -> 0.02" in _error_of(
+    assert "cannot resume with different settings: lr 0.01 -> 0.02" in train_error(
         micro_argv(data, tmp_path / "e", "--max_step", "1", "--resume", "--lr", "0.02"), capsys)
 
 

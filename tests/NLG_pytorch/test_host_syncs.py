@@ -12,9 +12,8 @@ import pytest
 import torch
 
 import gpt2_ft
-from alignment.train_runs import MICRO, SEED, micro_argv, write_dataset
+from alignment.train_runs import MICRO, SEED, micro_argv
 from lora_nlg.data.batching import TrainBatches, load_encoded
-from lora_nlg.model import config
 from lora_nlg.model.config import LoRAConfig
 from lora_nlg.model.init_weights import init_gpt2_weights, init_lora_weights
 from lora_nlg.train import loop
@@ -24,15 +23,7 @@ TENSOR_READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__in
 MODULE_READS = ("nonzero", "is_nonzero", "equal")
 
 
-@pytest.fixture(autouse=True)
-def micro_card(monkeypatch, one_thread):
-    monkeypatch.setitem(config.CARDS, "gpt2.micro", MICRO)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("data")
-    return write_dataset(folder / "train.jsonl", 16, 0), write_dataset(folder / "valid.jsonl", 6, 1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # (the micro card: conftest.py)
 
 
 class SyncRecorder:

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import gpt2_ft
-from alignment.train_runs import MICRO, SEED, events, micro_argv, write_dataset
-from lora_nlg.model import config
+from alignment.fault_cases import train_error
+from alignment.train_runs import SEED, events, micro_argv
 from lora_nlg.model.config import LoRAConfig, get_card
 from lora_nlg.model.init_weights import init_gpt2_weights, init_lora_weights
 from lora_nlg.train.state import load_train_state
@@ -20,15 +20,7 @@ from model import MASKED_SCORE, GPT2LMModel, masked_score, set_matmul_precision
 AUTOCAST = {"--fp16": torch.float16, "--bf16": torch.bfloat16}
 
 
-@pytest.fixture(autouse=True)
-def micro_card(monkeypatch, one_thread):
-    monkeypatch.setitem(config.CARDS, "gpt2.micro", MICRO)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("data")
-    return write_dataset(folder / "train.jsonl", 16, 0), write_dataset(folder / "valid.jsonl", 6, 1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # (the micro card: conftest.py)
 
 
 def train(args, engine=gpt2_ft.TrainEngine):
@@ -137,20 +129,11 @@ def test_an_overflowed_fp16_update_is_skipped_logged_and_halves_the_scale(data, 
     assert state.loss_scale["scale"] == 32768.0 and state.loss_scale["clean_updates"] == 3
 
 
-def _error_of(args, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        train(args)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: "), err
-    return err[0]
-
-
 def test_bf16_on_a_gpu_without_bfloat16_is_a_one_line_error(data, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(gpt2_ft, "pick_device", lambda name: torch.device("cuda"))  # the refusal comes first
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 0))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100-SXM2-16GB")
-    assert _error_of(micro_argv(data, tmp_path, "--bf16"), capsys) == (
+    assert train_error(micro_argv(data, tmp_path, "--bf16"), capsys) == (
         "error: --bf16: Tesla V100-SXM2-16GB has no bfloat16 arithmetic (compute capability 8.0 or later); "
         "use --fp16")
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import gpt2_ft
-from alignment.train_runs import MICRO, SEED, events, reference_eval_line, reference_train_line, write_dataset
+from alignment.fault_cases import train_error
+from alignment.train_runs import MICRO, SEED, events, reference_eval_line, reference_train_line
 from alignment.train_runs import micro_argv as argv
 from lora_nlg.checkpoints.adapter import load_adapter
 from lora_nlg.checkpoints.tensor_files import save_safetensors
@@ -25,17 +26,6 @@ from lora_nlg.train.state import load_train_state
 from model import GPT2LMModel
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(autouse=True)
-def micro_card(monkeypatch):
-    monkeypatch.setitem(config.CARDS, "gpt2.micro", MICRO)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("data")
-    return write_dataset(folder / "train.jsonl", 16, 0), write_dataset(folder / "valid.jsonl", 6, 1)
 
 
 def train(args, engine=gpt2_ft.TrainEngine):
@@ -218,26 +208,17 @@ def test_an_inf_in_the_base_weights_stops_at_step_one_without_writing(data, tmp_
     assert sorted(p.name for p in work.iterdir()) == [".lock", "log.jsonl", "log.txt"]
 
 
-def _error_of(args, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        train(args)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: "), err
-    return err[0]
-
-
 def test_bad_input_is_a_one_line_error(data, tmp_path, capsys):
     (tmp_path / "empty.jsonl").write_text("")
     (tmp_path / "bad.safetensors").write_bytes(b"junk")
-    assert "empty.jsonl: no examples" in _error_of(
+    assert "empty.jsonl: no examples" in train_error(
         argv((tmp_path / "empty.jsonl", data[1]), tmp_path / "a"), capsys)
-    assert "bad.safetensors: unreadable safetensors file" in _error_of(
+    assert "bad.safetensors: unreadable safetensors file" in train_error(
         argv(data, tmp_path / "b", "--init_checkpoint", str(tmp_path / "bad.safetensors")), capsys)
-    assert "train_state.safetensors: no training state to resume" in _error_of(
+    assert "train_state.safetensors: no training state to resume" in train_error(
         argv(data, tmp_path / "c", "--resume"), capsys)
     train(argv(data, tmp_path / "e", "--max_step", "1"))
-    assert "cannot resume with different settings: lr 0.01 -> 0.02" in _error_of(
+    assert "cannot resume with different settings: lr 0.01 -> 0.02" in train_error(
         argv(data, tmp_path / "e", "--max_step", "1", "--resume", "--lr", "0.02"), capsys)
 
 

@@ -13,7 +13,7 @@ import pytest
 
 import gpt2_beam
 import gpt2_ft
-from alignment.train_runs import MICRO, events, micro_argv, write_dataset
+from alignment.train_runs import events, micro_argv, write_dataset
 from lora_nlg.model import config
 from lora_nlg.model.config import GPT2Config
 from lora_nlg.pipeline.frameworks import framework_python
@@ -28,15 +28,8 @@ WORDS_CARD = GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=64)  # micro
 
 
 @pytest.fixture(autouse=True)
-def micro_card(monkeypatch):
-    monkeypatch.setitem(config.CARDS, "gpt2.micro", MICRO)
+def micro_words_card(monkeypatch):
     monkeypatch.setitem(config.CARDS, "gpt2.micro_words", WORDS_CARD)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("data")
-    return write_dataset(folder / "train.jsonl", 16, 0), write_dataset(folder / "valid.jsonl", 6, 1)
 
 
 def one_line_error(function, argv, capsys, out=None):
