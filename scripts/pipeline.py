@@ -58,7 +58,12 @@ from lora_nlg.decode import beam_cli  # noqa: E402
 from lora_nlg.decode.to_text import group_inputs, select, subset_path  # noqa: E402
 from lora_nlg.model.config import GPT2Config  # noqa: E402
 from lora_nlg.pipeline import presets, seeds  # noqa: E402
-from lora_nlg.pipeline.frameworks import framework_cwd, framework_python, framework_script  # noqa: E402
+from lora_nlg.pipeline.frameworks import (  # noqa: E402
+    framework_cwd,
+    framework_python,
+    framework_script,
+    launch_command,
+)
 from lora_nlg.pipeline.stages import (  # noqa: E402
     Call,
     Command,
@@ -398,11 +403,21 @@ def best_epoch_stage(name, train, work_dir):
     return stage
 
 
-def train_stage(name, framework, data, work_dir, settings, init, extra, after=(), seeded=False):
+def per_process(settings, nproc):
+    """The preset's training settings for `nproc` processes: the same global batch, --train_batch_size / nproc rows
+    in each (gpt2_ft.py's flag counts the rows of one process, as microsoft/LoRA's)."""
+    batch = settings["train_batch_size"]
+    if batch % nproc:
+        raise NLGError(f"--nproc {nproc}: the preset's batch of {batch} rows does not split into {nproc} equal parts")
+    return {**settings, "train_batch_size": batch // nproc}
+
+
+def train_stage(name, framework, data, work_dir, settings, init, extra, nproc, after=(), seeded=False):
     """gpt2_ft.py on the outputs .train / .valid of `data` (prepare, or the cpu base's corpus), after `data` and
-    `after`; `extra`: (the --extra stage, its flags). `seeded`: settings' random_seed is one of --seeds, which
-    the extra flags must not change."""
-    program = [framework_python(framework), framework_script(framework, "gpt2_ft.py")]
+    `after`, in `nproc` processes; `extra`: (the --extra stage, its flags). `seeded`: settings' random_seed is
+    one of --seeds, which the extra flags must not change."""
+    program = launch_command(framework, framework_script(framework, "gpt2_ft.py"), nproc)
+    settings = per_process(settings, nproc)
     flags = ["--train_data", data.outputs.train, "--valid_data", data.outputs.valid, "--work_dir", work_dir,
              *presets.as_flags(settings)]
     if init is not None:
@@ -441,13 +456,13 @@ def cpu_base_stages(args, paths):
     corpus = Stage("corpus", paths.corpus, "corpus", [Command(argv)], outputs=outputs, verify=verify_data)
     framework = "pytorch"  # the base is built once, by one tree, for both
     pretrain = train_stage(f"pretrain base ({framework})", framework, corpus, paths.pretrain, presets.CPU_PRETRAIN,
-                           None, ("pretrain", args.extra["pretrain"]))
+                           None, ("pretrain", args.extra["pretrain"]), args.nproc)
     return [corpus, pretrain, export_stage(paths, pretrain)]
 
 
 def beam_stage(model, args):
     framework = model.framework
-    program = [framework_python(framework), framework_script(framework, "gpt2_beam.py")]
+    program = launch_command(framework, framework_script(framework, "gpt2_beam.py"), args.nproc)
     flags = ["--data", model.tests.outputs.test, "--init_checkpoint", model.init]
     flags += ["--model_card", args.model_card] if model.zero_shot else ["--lora_checkpoint", model.adapter]
     flags += [*presets.as_flags(presets.beam_settings(args.dataset, args.preset)), *args.extra["beam"]]
@@ -553,7 +568,7 @@ def framework_stages(framework, args, paths, init, prepare, tests, base_stages):
         if seed is not None:
             settings["random_seed"] = seed
         train = train_stage(tagged("train", framework, seed), framework, prepare, work_dir, settings, init,
-                            ("train", args.extra["train"]), base_stages, seeded=seed is not None)
+                            ("train", args.extra["train"]), args.nproc, base_stages, seeded=seed is not None)
         chosen = best_epoch_stage(tagged("best epoch", framework, seed), train, work_dir) if args.best_epoch \
             else None
         trained = chosen or train
@@ -732,8 +747,15 @@ def parse_args(argv=None):
     parser.add_argument("--best_epoch", action="store_true",
                         help="beam-search the epoch-end checkpoint with the lowest validation loss (gpt2_ft.py "
                              "evaluates and saves at every epoch end) instead of the final one")
+    parser.add_argument("--nproc", type=int, default=1, metavar="N",
+                        help="run each training and beam stage in N processes (e.g. one per GPU) with the framework's "
+                             "launcher: torchrun for PyTorch, mpirun for Jittor. The global batch stays the preset's "
+                             "(--train_batch_size / N rows in each), so a run computes what one process computes "
+                             "(with LoRA dropout > 0 the masks differ); the prediction files are byte-identical")
     parser.add_argument("--dry_run", action="store_true", help="list the stages and their commands, run nothing")
     args = parser.parse_args(argv)
+    if args.nproc < 1:
+        parser.error("--nproc must be >= 1")
     try:
         args.preset_spec = presets.get_preset(args.preset, args.dataset)
     except NLGError as error:

@@ -49,6 +49,16 @@ if ! command -v java >/dev/null 2>&1; then
     command -v java >/dev/null 2>&1 || echo "[setup] note: no java found; install a Java runtime (e.g. apt-get install default-jre-headless) for METEOR"
 fi
 
+# Open MPI for several processes in the Jittor tree (mpirun, and mpicc to build Jittor's MPI operators; Jittor
+# builds them only in a run that mpirun started, lora_nlg.util.jittor_setup). PyTorch's torchrun needs nothing more.
+if ! command -v mpicc >/dev/null 2>&1 || ! command -v mpirun >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "[setup] installing Open MPI (mpirun, mpicc) for Jittor's several-process runs"
+        apt-get install -y -q openmpi-bin libopenmpi-dev >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q openmpi-bin libopenmpi-dev >/dev/null 2>&1; } || true
+    fi
+    command -v mpirun >/dev/null 2>&1 || echo "[setup] note: no mpirun found; install Open MPI (e.g. apt-get install openmpi-bin libopenmpi-dev) for --nproc in the Jittor tree"
+fi
+
 echo "[setup] warming up Jittor (the first import compiles for a few minutes)"
 .venv-jittor/bin/python -c "
 import sys; sys.path.insert(0, 'NLG_jittor/src')

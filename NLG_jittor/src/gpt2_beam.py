@@ -23,6 +23,7 @@ kernel cache compiles them once (about a minute here), later runs load them from
 """
 import numpy as np
 
+from distributed import Collective
 from jittor_env import jt
 from lora import merge_lora
 from lora_nlg.decode.beam import BeamBook
@@ -130,12 +131,13 @@ def main(argv=None):
     args = parse_args(argv, framework="jittor")
     settings = beam_settings(args)
 
-    def start_decoder(decoding):
-        device = pick_device(args.device)
+    def start_decoder(decoding, ranks):
+        device = pick_device(args.device, ranks)
         matmul = set_matmul_precision(device, args.exact)
         model = build_model(decoding, device, "reference" if args.exact else "auto")
-        print(f"model: {decoding.description}; device {device}; matmul precision: {matmul}")
-        return lambda batch: beam_search(model, batch, settings)
+        if ranks.is_main:
+            print(f"model: {decoding.description}; device {device}; matmul precision: {matmul}")
+        return (lambda batch: beam_search(model, batch, settings)), Collective(ranks, device)
 
     return run(args, settings, start_decoder)
 

@@ -15,6 +15,7 @@ import io
 
 import numpy as np
 
+from distributed import Collective
 from jittor_env import jt
 from lora import report_trainable, set_trainable, trainable_state_dict
 from lora_nlg.checkpoints.tensor_files import check_shapes
@@ -34,7 +35,8 @@ class TrainEngine:
     framework = "jittor"
 
     def __init__(self, config, lora, weights, settings):
-        self.device = pick_device(settings.device)
+        self.ranks = settings.ranks
+        self.device = pick_device(settings.device, self.ranks)
         self.amp_level = FP16_AMP_LEVEL if settings.fp16 else None
         autocast = "float16" if settings.fp16 else None
         if settings.bf16:
@@ -57,12 +59,14 @@ class TrainEngine:
         if settings.deterministic and self.device == "cuda":
             raise TrainConfigError("--deterministic: Jittor 1.3.11 has no deterministic mode for its CUDA kernels; "
                                    "use the PyTorch tree for a bit-reproducible CUDA run")
-        jt.set_global_seed(settings.random_seed)
+        jt.set_global_seed(settings.random_seed, different_seed_for_mpi=False)  # (the loop seeds each rank: step_seed)
         self.model = GPT2LMModel(config, lora, "reference" if settings.exact else "auto")
         self.model.load_weights(weights, settings.init_checkpoint or "initial weights")
         self.model.train()
         set_trainable(self.model, lora)
         self.trainable = trainable_state_dict(self.model)
+        self.collective = Collective(self.ranks, self.device)
+        self.collective.broadcast(list(self.trainable.values()))
         self.optimizer = AdamW(self.trainable.items(), betas=(settings.adam_beta1, settings.adam_beta2),
                                eps=settings.adam_epsilon, weight_decay=settings.weight_decay,
                                correct_bias=settings.correct_bias)
@@ -75,7 +79,7 @@ class TrainEngine:
         return text.getvalue().rstrip("\n")
 
     def seed(self, seed):
-        jt.set_global_seed(seed)
+        jt.set_global_seed(seed, different_seed_for_mpi=False)
 
     def autocast(self):
         if self.amp_level is None:
@@ -88,21 +92,24 @@ class TrainEngine:
         arrays = (batch.input, batch.target, batch.mask, mask_index(batch.mask))
         return tuple(jt.array(a) for a in arrays)
 
-    def train_batch(self, batch, weight):
-        """Forward, then backward of loss * weight: gradients add up until `update`. Returns the loss."""
+    def train_batch(self, batch, weight, total=None):
+        """Forward, then backward of loss * weight: gradients add up until `update`. Returns the loss.
+        total: the mask sum of the global batch whose rows `batch` holds (several processes), else None."""
         inputs, target, mask, index = self.tensors(batch)
+        if total is not None:
+            total = jt.array(np.float32(total))
         with self.autocast():
             hidden, _ = self.model(inputs)
-            loss, _ = self.model.loss(hidden, target, mask, self.label_smooth, index)
+            loss, _ = self.model.loss(hidden, target, mask, self.label_smooth, index, total)
         self.optimizer.backward(loss * weight)
         # the one host read of a float32 step, after the backward ran: the loop logs and checks the loss
         # of every batch (the divergence check names the step whose loss went non-finite)
         return loss.item()
 
     def update(self, lr, clip, loss_scale=None):
-        """Clip and take one AdamW step, then clear the gradients. With `loss_scale` (fp16) gradients are
-        unscaled first (and made float32) and an overflowed update is skipped: returns False."""
-        grads = self.optimizer.grads
+        """Sum the gradients over ranks, clip and take one AdamW step, then clear the gradients. With `loss_scale`
+        (fp16) gradients are unscaled first (and made float32) and an overflowed update is skipped: returns False."""
+        grads = self.optimizer.grads = self.gradients()
         if loss_scale is not None:
             for name, g in grads.items():
                 grads[name] = g.float32() / loss_scale
@@ -130,11 +137,21 @@ class TrainEngine:
         self.model.train()
         return losses
 
+    def gradients(self):
+        """{name: gradient} of the trainable parameters (all have one after a batch), summed over ranks."""
+        grads = self.optimizer.grads
+        return dict(zip(grads, self.collective.summed(list(grads.values()))))
+
     def trainable_arrays(self):
         return self.model.numpy_weights(self.trainable)
 
     def state(self):
+        """The arrays of a resumable state. With several processes (every rank calls it) the gradient accumulated
+        so far is summed into rank 0's and cleared on the others: the next update sums to the same."""
+        self.optimizer.grads = self.gradients()
         grads = {n: g.numpy().copy() for n, g in self.optimizer.grads.items()}
+        if not self.ranks.is_main:
+            self.optimizer.zero_grad()
         return {"param": self.trainable_arrays(), "optim": self.optimizer.state_arrays(), "grad": grads}
 
     def load_state(self, groups, source):

@@ -39,6 +39,7 @@ from lora import LoRAConv1D
 from lora_nlg.checkpoints.tensor_files import check_shapes
 from lora_nlg.model.config import LoRAConfig
 from lora_nlg.util.flags import DeviceError, matmul_precision
+from lora_nlg.util.ranks import ONE_PROCESS, device_name
 
 nn = jt.nn
 
@@ -329,7 +330,7 @@ class GPT2LMModel(nn.Module):
         """hidden [..., n_embd] -> logits [..., vocab] with the tied head (hidden @ wte.T)."""
         return jt.nn.matmul_transpose(hidden, self.wte.weight)  # no transposed copy of the [50257, C] table
 
-    def loss(self, hidden, target, mask, label_smooth=0.0, index=None):
+    def loss(self, hidden, target, mask, label_smooth=0.0, index=None, total=None):
         """The reference's masked LM loss, computing logits only where mask > 0.
 
         hidden [B, T, C] from forward; target [B, T] next-token ids (the shift is done in the data);
@@ -339,6 +340,8 @@ class GPT2LMModel(nn.Module):
         index: the flat positions where mask > 0 (long [N], ascending), when the caller knows them
         (`mask_index` of the numpy mask): the same values as computed here, without the host sync of
         a nonzero (whose length the host must read back before it can go on).
+        total: the mask sum to divide by (a float32 scalar tensor) when this batch is one rank's rows of a
+        global batch: the global batch's (lora_nlg.util.ranks), so that the ranks' losses add up to its loss.
         """
         flat_mask = mask.reshape(-1)
         if index is None:
@@ -348,7 +351,7 @@ class GPT2LMModel(nn.Module):
         per_token = -logprobs.gather(1, target.reshape(-1)[index][:, None]).reshape(-1)
         if label_smooth > 0:
             per_token = (1.0 - label_smooth) * per_token + label_smooth * (-logprobs.mean(-1))
-        loss = (per_token * flat_mask[index]).sum() / (flat_mask.sum() + LOSS_EPS)
+        loss = (per_token * flat_mask[index]).sum() / ((flat_mask.sum() if total is None else total) + LOSS_EPS)
         return loss, int(index.shape[0])
 
     def load_weights(self, weights, source="weights"):
@@ -369,17 +372,17 @@ def mask_index(mask):
     return np.flatnonzero(np.asarray(mask).reshape(-1) > 0)
 
 
-def pick_device(name):
+def pick_device(name, ranks=ONE_PROCESS):
     """The device of gpt2_ft.py's and gpt2_beam.py's --device (auto, cpu, cuda or cuda:N, checked by the CLIs).
 
-    `auto` is cuda when Jittor sees a GPU, else cpu; asking for cuda without one is an error.
-    Returns "cuda" or "cpu": Jittor runs every Var on one global device (jt.flags.use_cuda), switched
-    here, and only on the first visible GPU (another one: CUDA_VISIBLE_DEVICES)."""
-    if name == "auto":
-        name = "cuda" if GPU_AVAILABLE else "cpu"
+    `auto` is cuda when Jittor sees a GPU, else cpu; asking for cuda without one is an error. With several
+    processes (`ranks`, lora_nlg.util.ranks) each takes cuda:LOCAL_RANK, which under mpirun is the GPU Jittor
+    gives the rank itself. Returns "cuda" or "cpu": Jittor runs every Var on one global device
+    (jt.flags.use_cuda), switched here, and only on the first visible GPU (another one: CUDA_VISIBLE_DEVICES)."""
+    name = device_name(name, ranks, GPU_AVAILABLE)
     if name.startswith("cuda") and not GPU_AVAILABLE:
         raise DeviceError(f"--device {name}: Jittor sees no CUDA device")
-    if name.startswith("cuda:") and name != "cuda:0":
+    if name.startswith("cuda:") and name != "cuda:0" and ranks.size == 1:
         raise DeviceError(f"--device {name}: Jittor uses the first visible GPU; "
                           f"run with CUDA_VISIBLE_DEVICES={name[5:]} and --device cuda")
     jt.flags.use_cuda = int(name.startswith("cuda"))

@@ -18,6 +18,7 @@ concatenates to and gathers in beam order, the reference path; both give the sam
 import numpy as np
 import torch
 
+from distributed import Collective
 from lora import merge_lora
 from lora_nlg.decode.beam import BeamBook
 from lora_nlg.decode.beam_cli import beam_settings, parse_args
@@ -103,12 +104,13 @@ def main(argv=None):
     args = parse_args(argv, framework="pytorch")
     settings = beam_settings(args)
 
-    def start_decoder(decoding):
-        device = pick_device(args.device)
+    def start_decoder(decoding, ranks):
+        device = pick_device(args.device, ranks)
         matmul = set_matmul_precision(device, args.exact)
         model = build_model(decoding, device, "reference" if args.exact else "auto")
-        print(f"model: {decoding.description}; device {device}; matmul precision: {matmul}")
-        return lambda batch: beam_search(model, batch, settings)
+        if ranks.is_main:
+            print(f"model: {decoding.description}; device {device}; matmul precision: {matmul}")
+        return (lambda batch: beam_search(model, batch, settings)), Collective(ranks, device)
 
     return run(args, settings, start_decoder)
 

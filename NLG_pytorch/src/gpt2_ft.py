@@ -13,6 +13,7 @@ import os
 import numpy as np
 import torch
 
+from distributed import Collective
 from lora import report_trainable, set_trainable, trainable_state_dict
 from lora_nlg.checkpoints.tensor_files import check_shapes
 from lora_nlg.train.cli import TrainConfigError
@@ -29,7 +30,8 @@ class TrainEngine:
     framework = "pytorch"
 
     def __init__(self, config, lora, weights, settings):
-        self.device = pick_device(settings.device)
+        self.ranks = settings.ranks
+        self.device = pick_device(settings.device, self.ranks)
         self.autocast_dtype = torch.float16 if settings.fp16 else torch.bfloat16 if settings.bf16 else None
         autocast = "float16" if settings.fp16 else "bfloat16" if settings.bf16 else None
         if settings.bf16 and self.device.type == "cuda" and torch.cuda.get_device_capability(self.device) < (8, 0):
@@ -54,6 +56,9 @@ class TrainEngine:
         self.model.train()
         set_trainable(self.model, lora)
         self.trainable = trainable_state_dict(self.model)
+        self.collective = Collective(self.ranks, self.device)
+        with torch.no_grad():
+            self.collective.broadcast(list(self.trainable.values()))
         self.optimizer = AdamW(self.trainable.items(), betas=(settings.adam_beta1, settings.adam_beta2),
                                eps=settings.adam_epsilon, weight_decay=settings.weight_decay,
                                correct_bias=settings.correct_bias)
@@ -81,21 +86,24 @@ class TrainEngine:
             return tuple(torch.from_numpy(a) for a in arrays)
         return tuple(torch.from_numpy(a).pin_memory().to(self.device, non_blocking=True) for a in arrays)
 
-    def train_batch(self, batch, weight):
-        """Forward, then backward of loss * weight: gradients add up until `update`. Returns the loss."""
+    def train_batch(self, batch, weight, total=None):
+        """Forward, then backward of loss * weight: gradients add up until `update`. Returns the loss.
+        total: the mask sum of the global batch whose rows `batch` holds (several processes), else None."""
         inputs, target, mask, index = self.tensors(batch)
+        if total is not None:
+            total = torch.tensor(total, dtype=torch.float32, device=self.device)
         with self.autocast():
             hidden, _ = self.model(inputs)
-            loss, _ = self.model.loss(hidden, target, mask, self.label_smooth, index)
+            loss, _ = self.model.loss(hidden, target, mask, self.label_smooth, index, total)
         self.optimizer.backward(loss * weight)
         # the one host sync of a float32 step, after the backward is queued: the loop logs and checks the loss
         # of every batch (the divergence check names the step whose loss went non-finite)
         return loss.item()
 
     def update(self, lr, clip, loss_scale=None):
-        """Clip and take one AdamW step, then clear the gradients. With `loss_scale` (fp16) gradients are
-        unscaled first and an overflowed update is skipped: returns False."""
-        grads = [p.grad for p in self.trainable.values() if p.grad is not None]
+        """Sum the gradients over ranks, clip and take one AdamW step, then clear the gradients. With `loss_scale`
+        (fp16) gradients are unscaled first and an overflowed update is skipped: returns False."""
+        grads = list(self.gradients().values())
         if loss_scale is not None:
             for g in grads:
                 g.div_(loss_scale)
@@ -123,11 +131,20 @@ class TrainEngine:
         self.model.train()
         return losses
 
+    def gradients(self):
+        """{name: gradient} of the trainable parameters (all have one after a batch), summed over ranks in place."""
+        grads = {name: p.grad for name, p in self.trainable.items() if p.grad is not None}
+        return dict(zip(grads, self.collective.summed(list(grads.values()))))
+
     def trainable_arrays(self):
         return self.model.numpy_weights(self.trainable)
 
     def state(self):
-        grads = {n: p.grad.detach().cpu().numpy().copy() for n, p in self.trainable.items() if p.grad is not None}
+        """The arrays of a resumable state. With several processes (every rank calls it) the gradient accumulated
+        so far is summed into rank 0's and cleared on the others: the next update sums to the same."""
+        grads = {n: g.detach().cpu().numpy().copy() for n, g in self.gradients().items()}
+        if not self.ranks.is_main:
+            self.optimizer.zero_grad()
         return {"param": self.trainable_arrays(), "optim": self.optimizer.state_arrays(), "grad": grads}
 
     def load_state(self, groups, source):

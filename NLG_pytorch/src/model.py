@@ -36,6 +36,7 @@ from lora import LoRAConv1D
 from lora_nlg.checkpoints.tensor_files import check_shapes
 from lora_nlg.model.config import LoRAConfig
 from lora_nlg.util.flags import DeviceError, matmul_precision
+from lora_nlg.util.ranks import ONE_PROCESS, device_name
 
 MASKED_SCORE = -1e10  # the reference's fill: exp() gives exactly 0, and a row with no visible key stays finite
 LOSS_EPS = 1e-4  # the reference divides the masked loss sum by mask.sum() + 1e-4
@@ -313,7 +314,7 @@ class GPT2LMModel(nn.Module):
         """hidden [..., n_embd] -> logits [..., vocab] with the tied head (hidden @ wte.T)."""
         return hidden @ self.wte.weight.t()
 
-    def loss(self, hidden, target, mask, label_smooth=0.0, index=None):
+    def loss(self, hidden, target, mask, label_smooth=0.0, index=None, total=None):
         """The reference's masked LM loss, computing logits only where mask > 0.
 
         hidden [B, T, C] from forward; target [B, T] next-token ids (the shift is done in the data);
@@ -323,6 +324,8 @@ class GPT2LMModel(nn.Module):
         index: the flat positions where mask > 0 (long [N], ascending), when the caller knows them
         (`mask_index` of the numpy mask): the same values as computed here, without the host sync of
         a nonzero (whose length the host must read back before it can go on).
+        total: the mask sum to divide by (a float32 scalar tensor) when this batch is one rank's rows of a
+        global batch: the global batch's (lora_nlg.util.ranks), so that the ranks' losses add up to its loss.
         """
         flat_mask = mask.reshape(-1)
         if index is None:
@@ -332,7 +335,7 @@ class GPT2LMModel(nn.Module):
         per_token = -logprobs.gather(1, target.reshape(-1)[index][:, None]).reshape(-1)
         if label_smooth > 0:
             per_token = (1.0 - label_smooth) * per_token + label_smooth * (-logprobs.mean(-1))
-        loss = (per_token * flat_mask[index]).sum() / (flat_mask.sum() + LOSS_EPS)
+        loss = (per_token * flat_mask[index]).sum() / ((flat_mask.sum() if total is None else total) + LOSS_EPS)
         return loss, int(index.shape[0])
 
     def load_weights(self, weights, source="weights"):
@@ -354,13 +357,13 @@ def mask_index(mask):
     return np.flatnonzero(np.asarray(mask).reshape(-1) > 0)
 
 
-def pick_device(name):
+def pick_device(name, ranks=ONE_PROCESS):
     """The device of gpt2_ft.py's and gpt2_beam.py's --device (auto, cpu, cuda or cuda:N, checked by the CLIs).
 
-    `auto` is cuda when torch sees a GPU, else cpu; asking for cuda without one is an error.
-    Returns the torch.device that the model and its inputs are moved to."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
+    `auto` is cuda when torch sees a GPU, else cpu; asking for cuda without one is an error. With several
+    processes (`ranks`, lora_nlg.util.ranks) each takes cuda:LOCAL_RANK. Returns the torch.device that the
+    model and its inputs are moved to."""
+    name = device_name(name, ranks, torch.cuda.is_available())
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise DeviceError(f"--device {name}: torch sees no CUDA device")
     return torch.device(name)

@@ -17,6 +17,7 @@ from lora_nlg.data.tokenizer import EOS_ID
 from lora_nlg.decode.beam import BeamError, BeamSettings
 from lora_nlg.model.config import CARDS
 from lora_nlg.util.flags import DEVICE_PATTERN, EXACT_HELP
+from lora_nlg.util.ranks import add_local_rank
 
 
 def build_parser(framework):
@@ -56,6 +57,7 @@ def build_parser(framework):
     run.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
     run.add_argument("--exact", action="store_true", help=EXACT_HELP)
     run.add_argument("--platform", default="local", help="accepted for compatibility, ignored")
+    add_local_rank(run)
     return parser
 
 

@@ -16,6 +16,7 @@ from lora_nlg.model.config import CARDS, DEFAULT_TARGETS, CardError, parse_targe
 from lora_nlg.train.schedules import SCHEDULES
 from lora_nlg.util.errors import NLGError
 from lora_nlg.util.flags import DEVICE_PATTERN, EXACT_HELP
+from lora_nlg.util.ranks import ONE_PROCESS, Ranks, add_local_rank
 
 # flags that decide what training computes: a resumed run must use the same values (intervals,
 # device, --exact, work_dir and the validation set only change what is logged or saved, or the last bits of
@@ -52,11 +53,13 @@ class EngineSettings:
     weight_decay: float
     correct_bias: bool
     label_smooth: float
+    ranks: Ranks  # this process's place among the launched processes (lora_nlg.util.ranks)
 
 
-def engine_settings(args):
-    """The EngineSettings of parsed gpt2_ft.py flags."""
-    return EngineSettings(**{field.name: getattr(args, field.name) for field in fields(EngineSettings)})
+def engine_settings(args, ranks=ONE_PROCESS):
+    """The EngineSettings of parsed gpt2_ft.py flags, for the process `ranks` describes."""
+    return EngineSettings(ranks=ranks, **{field.name: getattr(args, field.name) for field in fields(EngineSettings)
+                                          if field.name != "ranks"})
 
 
 def build_parser(framework):
@@ -124,6 +127,7 @@ def build_parser(framework):
                      help="on CUDA, the framework's deterministic algorithms (slower), so the same command gives the "
                           "same numbers; CPU runs are bit-reproducible without it")
     run.add_argument("--platform", default="local", choices=["local"], help="accepted for compatibility")
+    add_local_rank(run)
     return parser
 
 
@@ -163,9 +167,11 @@ def parse_args(argv=None, framework="pytorch"):
     return args
 
 
-def resume_settings(args, max_step):
-    """The values a resumed run must share with the run that wrote the state (paths made absolute)."""
+def resume_settings(args, max_step, processes=1):
+    """The values a resumed run must share with the run that wrote the state (paths made absolute), the number
+    of processes among them (each draws its own LoRA dropout masks)."""
     settings = {name: getattr(args, name) for name in RESUME_SETTINGS}
+    settings["processes"] = processes
     for name in PATH_SETTINGS:
         if settings[name] is not None:
             settings[name] = os.path.abspath(settings[name])

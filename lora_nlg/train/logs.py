@@ -96,10 +96,15 @@ class TrainLog:
     """Writes lines to stdout and log.txt and events to log.jsonl, flushed as they come.
 
     `echo` prints a line on the terminal (tqdm.write while a progress bar is shown). A fresh run
-    starts both files anew; `append=True` (resume) continues them.
+    starts both files anew; `append=True` (resume) continues them. `muted=True` (every rank of a
+    several-process run but rank 0, the one writer) writes and prints nothing.
     """
 
-    def __init__(self, work_dir, append=False, echo=print):
+    def __init__(self, work_dir, append=False, echo=print, muted=False):
+        self.text = self.jsonl = None
+        self.echo = echo
+        if muted:
+            return
         os.makedirs(work_dir, exist_ok=True)
         mode = "a" if append else "w"
         if append:
@@ -107,16 +112,22 @@ class TrainLog:
                 drop_partial_line(os.path.join(work_dir, name))
         self.text = open(os.path.join(work_dir, LOG_TEXT), mode, encoding="utf-8")
         self.jsonl = open(os.path.join(work_dir, LOG_JSONL), mode, encoding="utf-8")
-        self.echo = echo
 
     def line(self, text):
-        self.echo(text)
-        self.text.write(text + "\n")
-        self.text.flush()
+        if self.text is not None:
+            self.echo(text)
+            self.write_text(text)
+
+    def write_text(self, text):
+        """A line for log.txt only (not the terminal: e.g. the error that the CLI prints itself)."""
+        if self.text is not None:
+            self.text.write(text + "\n")
+            self.text.flush()
 
     def event(self, event_type, /, **fields):
-        self.jsonl.write(json.dumps(_json_safe({"type": event_type, **fields})) + "\n")
-        self.jsonl.flush()
+        if self.jsonl is not None:
+            self.jsonl.write(json.dumps(_json_safe({"type": event_type, **fields})) + "\n")
+            self.jsonl.flush()
 
     def train(self, **fields):
         self.line(train_line(fields))
@@ -138,14 +149,16 @@ class TrainLog:
         self.event("overflow", **fields)
 
     def close(self):
-        self.text.close()
-        self.jsonl.close()
+        for file in (self.text, self.jsonl):
+            if file is not None:
+                file.close()
 
 
-def progress_bar(total, initial):
-    """A step progress bar on an interactive terminal only, so redirected output stays plain log lines."""
+def progress_bar(total, initial, shown=True):
+    """A step progress bar on an interactive terminal only, so redirected output stays plain log lines
+    (and `shown=False`: only rank 0 of several processes shows one)."""
     return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, leave=False,
-                disable=not sys.stdout.isatty())
+                disable=not (shown and sys.stdout.isatty()))
 
 
 def echo_above_bar(text):

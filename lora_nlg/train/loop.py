@@ -13,22 +13,31 @@ A training step reads back from the device only what the loop uses at once: its 
 and checked every batch, so a divergence names its step) and, under --fp16, whether all gradients are
 finite (one value: the skip is decided on the host). tests/NLG_*/test_host_syncs.py list them.
 
+Several processes (torchrun, mpirun) compute what one process computes (lora_nlg.util.ranks): each trains
+its rows of the one-process batch with the global batch's loss normalisation, the engine sums the gradients
+over ranks, validation batches are split between them and their losses summed, and rank 0 alone writes.
+
 A TrainEngine (NLG_<framework>/src/gpt2_ft.py) does the tensor work:
     engine = TrainEngine(config, lora, weights, settings)  # model on settings.device, trainable marked, AdamW
                                                         # (settings = lora_nlg.train.cli.engine_settings(args))
     engine.framework                                    # "pytorch" / "jittor", written into adapters
+    engine.collective                                   # sums over ranks (NLG_<framework>/src/distributed.py)
     engine.trainable_report()                           # the trainable-parameter line (count checked)
     engine.reproducibility                              # lora_nlg.util.flags.reproducibility's label
     engine.precision                                    # {"autocast": "float16"/"bfloat16"/None, "matmul":
                                                         #  lora_nlg.util.flags.matmul_precision's label, "note"}
     engine.seed(n)                                      # reseed the framework RNG (LoRA dropout)
-    engine.train_batch(batch, weight) -> float          # forward, backward of loss * weight (grads add up)
-    engine.update(lr, clip, loss_scale) -> bool         # clip, AdamW step, clear grads (False: fp16 overflow,
-                                                        # the update skipped; the loop halves the scale, logs it)
+    engine.train_batch(batch, weight, total) -> float   # forward, backward of loss * weight (grads add up);
+                                                        # total: the global batch's mask sum (several ranks)
+    engine.update(lr, clip, loss_scale) -> bool         # sum grads over ranks, clip, AdamW step, clear grads
+                                                        # (False: fp16 overflow, the update skipped; the loop
+                                                        # halves the scale, logs it)
     engine.eval_losses(batches) -> [float]              # per-batch losses, no dropout, no gradients
     engine.trainable_arrays() -> {name: ndarray}        # what an adapter stores
-    engine.state() / engine.load_state(groups, source)  # {"param", "optim", "grad"} numpy groups
+    engine.state() / engine.load_state(groups, source)  # {"param", "optim", "grad"} numpy groups; state() is
+                                                        # called on every rank and sums the grads into rank 0's
 """
+import contextlib
 import math
 import os
 import sys
@@ -55,6 +64,7 @@ from lora_nlg.train.state import (
     step_seed,
 )
 from lora_nlg.util.errors import NLGError, run_cli
+from lora_nlg.util.ranks import batch_rows, block, from_environment
 from lora_nlg.util.work_dir import locked_work_dir
 
 BEST_STEM = "model.best"
@@ -122,35 +132,39 @@ def is_finished(state, max_step, max_epoch, batches_per_epoch):
 class Run:
     """One gpt2_ft.py run: data, engine, state and log, and the loop over them."""
 
-    def __init__(self, args, engine_class):
-        self.args = args
+    def __init__(self, args, engine_class, ranks):
+        self.args, self.ranks = args, ranks
         self.config = get_card(args.model_card)
         self.lora = LoRAConfig(r=args.lora_dim, alpha=args.lora_alpha, dropout=args.lora_dropout,
                                targets=args.lora_targets)
-        self.train_set = TrainBatches(read_examples(args.train_data, self.config.vocab_size), args.train_batch_size,
-                                      args.seq_len, args.random_seed, fixed_length=args.fixed_padding)
+        # the batches of ONE process with all ranks' rows; each rank trains its own block of rows of each
+        self.train_set = TrainBatches(read_examples(args.train_data, self.config.vocab_size),
+                                      args.train_batch_size * ranks.size, args.seq_len, args.random_seed,
+                                      fixed_length=args.fixed_padding)
         self.valid_examples = read_examples(args.valid_data, self.config.vocab_size)
         self.max_step = args.max_step or args.max_epoch * len(self.train_set)
         self.state_path = os.path.join(args.work_dir, STATE_FILE)
-        settings = resume_settings(args, self.max_step)
+        settings = resume_settings(args, self.max_step, ranks.size)
         groups = None
         if not args.resume and not args.overwrite and os.path.exists(self.state_path):
             raise TrainConfigError(f"{self.state_path}: --work_dir holds a resumable run; --resume continues it, "
                                    f"--overwrite starts over and deletes it")
         if args.resume:
             self.state, groups = load_train_state(self.state_path)
+            self.state.settings.setdefault("processes", 1)  # (states written before runs had several processes)
             check_settings(self.state.settings, settings, self.state_path)
         else:
             self.state = TrainState(settings=settings)
         self.engine = engine_class(self.config, self.lora, initial_weights(args, self.config, self.lora),
-                                   engine_settings(args))
+                                   engine_settings(args, ranks))
         if groups is not None:
-            self.engine.load_state(groups, self.state_path)
+            # the gradient accumulated so far (--grad_acc) is all ranks' sum, saved by rank 0 (Run.save)
+            self.engine.load_state(groups if ranks.is_main else {**groups, "grad": {}}, self.state_path)
         self.state.framework = self.engine.framework
         self.meter = IntervalMeter(**self.state.meter)
         self.scaler = LossScale(**self.state.loss_scale) if self.state.loss_scale else LossScale(enabled=args.fp16)
         self.last_saved = self.state.step if args.resume else None
-        self.log = TrainLog(args.work_dir, append=args.resume, echo=echo_above_bar)
+        self.log = TrainLog(args.work_dir, append=args.resume, echo=echo_above_bar, muted=not ranks.is_main)
 
     def log_start(self):
         args, state = self.args, self.state
@@ -164,6 +178,10 @@ class Run:
         if precision["note"]:
             self.log.line(f"note: {precision['note']}")
         self.log.line(f"reproducibility: {self.engine.reproducibility}")
+        if self.ranks.size > 1:
+            self.log.line(f"processes: {self.ranks.size} ({self.ranks.launcher}); global batch "
+                          f"{args.train_batch_size * self.ranks.size} = {self.ranks.size} x {args.train_batch_size} "
+                          f"rows, the batches of one process with batch {args.train_batch_size * self.ranks.size}")
         self.log.line(f"train: {len(self.train_set.examples)} examples, {len(self.train_set)} batches per epoch "
                       f"({self.train_set.n_truncated} cut to seq_len {args.seq_len}); "
                       f"valid: {len(self.valid_examples)} examples; max_step {self.max_step}")
@@ -174,7 +192,7 @@ class Run:
         fields = {"step": state.step, "epoch": state.epoch, "batch": state.batch, "resume_step": resume_step}
         if args.resume:
             self.log.line(resume_line(fields))
-        elif os.path.exists(self.state_path):
+        elif os.path.exists(self.state_path) and self.ranks.is_main:
             os.remove(self.state_path)
             self.log.line(f"--overwrite: removed the previous run's {self.state_path}")
         self.log.event("start", framework=self.engine.framework, args=vars(args), max_step=self.max_step,
@@ -183,6 +201,7 @@ class Run:
                        without_targets=self.train_set.n_without_targets, reproducibility=self.engine.reproducibility,
                        precision={"autocast": precision["autocast"], "matmul": precision["matmul"],
                                   "loss_scale": self.scaler.scale if self.scaler.enabled else None},
+                       processes=self.ranks.size, global_batch=args.train_batch_size * self.ranks.size,
                        trainable_params=count_trainable(self.config, self.lora),
                        total_params=count_parameters({**param_shapes(self.config),
                                                       **lora_shapes(self.config, self.lora)}),
@@ -196,32 +215,43 @@ class Run:
         message = (f"training diverged: {what} at step {self.state.step} (epoch {self.state.epoch}, "
                    f"batch {self.state.batch}); nothing saved after it (last checkpoint: {saved})")
         self.log.event("diverged", message=message, **self.where())
-        self.log.text.write(message + "\n")
+        self.log.write_text(message)
         raise TrainingDiverged(message)
 
-    def save_adapter(self, stem):
-        """Write `<stem>.safetensors` + `.json`; non-finite weights stop training instead of being saved."""
-        tensors = self.engine.trainable_arrays()
+    def save_adapter(self, stem, tensors=None):
+        """Write `<stem>.safetensors` + `.json` (rank 0; every rank checks, so all stop together): non-finite
+        weights stop training instead of being saved. Returns the path (None on the other ranks)."""
+        tensors = self.engine.trainable_arrays() if tensors is None else tensors
         bad = sorted(name for name, value in tensors.items() if not np.isfinite(value).all())
         if bad:
             self.diverged(f"non-finite weights ({', '.join(bad[:3])})")
+        if not self.ranks.is_main:
+            return None
         return save_adapter(os.path.join(self.args.work_dir, stem), tensors, self.config, self.lora,
                             self.args.model_card, self.state.step, self.engine.framework) + ".safetensors"
 
     def save(self):
-        """Adapter model.<step> and the training state beside it."""
-        path = self.save_adapter(f"model.{self.state.step}")
-        self.log.save(path, kind="checkpoint", **self.where())
-        self.state.meter = asdict(self.meter)
-        self.state.loss_scale = asdict(self.scaler)
-        save_train_state(self.state_path, self.state, self.engine.state())
+        """Adapter model.<step> and the training state beside it. Every rank calls engine.state(), which sums
+        the gradient accumulated so far into rank 0's (the others go on from zero: the next update's sum is the
+        same), so the one state file holds all a resume needs."""
+        groups = self.engine.state()
+        path = self.save_adapter(f"model.{self.state.step}", groups["param"])
+        if self.ranks.is_main:
+            self.log.save(path, kind="checkpoint", **self.where())
+            self.state.meter = asdict(self.meter)
+            self.state.loss_scale = asdict(self.scaler)
+            save_train_state(self.state_path, self.state, groups)
         self.last_saved = self.state.step
 
     def evaluate(self):
         args, state = self.args, self.state
         start = time.perf_counter()
-        losses = self.engine.eval_losses(eval_batches(self.valid_examples, args.valid_batch_size, args.seq_len,
-                                                      fixed_length=args.fixed_padding))
+        batches = list(eval_batches(self.valid_examples, args.valid_batch_size, args.seq_len,
+                                    fixed_length=args.fixed_padding))
+        mine = block(len(batches), self.ranks)  # each batch computed whole by one rank, the losses summed
+        losses = np.zeros(len(batches))
+        losses[mine.start:mine.stop] = self.engine.eval_losses(batches[mine.start:mine.stop])
+        losses = self.engine.collective.sum_array(losses).tolist()
         elapsed = time.perf_counter() - start
         valid_loss = sum(losses) / len(losses)
         if not math.isfinite(valid_loss):
@@ -240,8 +270,13 @@ class Run:
         args, state = self.args, self.state
         state.step += 1
         state.batch += 1
-        self.engine.seed(step_seed(args.random_seed, state.step))
-        loss = self.engine.train_batch(batch, self.scaler.scale / args.grad_acc)
+        self.engine.seed(step_seed(args.random_seed, state.step, self.ranks.rank))
+        if self.ranks.size == 1:
+            loss = self.engine.train_batch(batch, self.scaler.scale / args.grad_acc)
+        else:  # this rank's rows, normalised by the whole batch: the ranks' losses add up to one process's
+            loss = self.engine.train_batch(batch_rows(batch, self.ranks), self.scaler.scale / args.grad_acc,
+                                           total=float(batch.mask.sum()))
+            loss = float(self.engine.collective.sum_array([loss])[0])  # every rank: the same loss, same checks
         if not math.isfinite(loss):
             self.diverged(f"non-finite training loss {loss}")
         lr = lr_at(state.step - 1, args.lr, args.scheduler, args.warmup_step, self.max_step)
@@ -269,7 +304,7 @@ class Run:
         args, state = self.args, self.state
         n_batches = len(self.train_set)
         clock = time.perf_counter()  # ms/batch and tokens/s count training only, not evaluation or saving
-        with progress_bar(self.max_step, state.step) as bar:
+        with progress_bar(self.max_step, state.step, shown=self.ranks.is_main) as bar:
             while not is_finished(state, self.max_step, args.max_epoch, n_batches):
                 if state.batch == n_batches:
                     state.epoch, state.batch = state.epoch + 1, 0
@@ -287,8 +322,9 @@ class Run:
 
 
 def train(args, engine_class):
-    with locked_work_dir(args.work_dir):
-        run = Run(args, engine_class)
+    ranks = from_environment(local_rank_flag=args.local_rank)
+    with locked_work_dir(args.work_dir) if ranks.is_main else contextlib.nullcontext():  # rank 0: the one writer
+        run = Run(args, engine_class, ranks)
         try:
             run.log_start()
             run.train()
@@ -298,6 +334,7 @@ def train(args, engine_class):
             raise SystemExit(130) from None
         finally:
             run.log.close()
+            run.engine.collective.close()
 
 
 def main(engine_class, argv=None):

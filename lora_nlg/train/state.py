@@ -7,8 +7,10 @@ the counters (step, epoch, batch position), best validation result, log-interval
 scale and the settings the run was started with are JSON in the file's metadata.
 
 There is no framework RNG state to save: the trainer reseeds the framework RNG (LoRA dropout) from
-`step_seed(seed, step)` before every batch, so the random stream of a step depends only on
-(seed, step) — in both trees, and across a resume.
+`step_seed(seed, step, rank)` before every batch, so the random stream of a step depends only on
+(seed, step, rank) — in both trees, and across a resume. With several processes rank 0 alone writes the
+file; its `grad.*` tensors are then the gradient accumulated by all ranks (summed when saving, see
+lora_nlg.train.loop.Run.save), which a resumed rank 0 takes and the other ranks start from zero.
 """
 import json
 import os
@@ -41,9 +43,11 @@ class TrainState:
     framework: str = ""
 
 
-def step_seed(seed, step):
-    """A 31-bit seed for the framework RNG at `step`, decorrelated across steps and seeds."""
-    return int(np.random.SeedSequence([seed, step]).generate_state(1)[0] >> 1)
+def step_seed(seed, step, rank=0):
+    """A 31-bit seed for the framework RNG at `step`, decorrelated across steps and seeds, and across the ranks
+    of a several-process run (each draws the dropout masks of its own rows; rank 0's stream is one process's)."""
+    entropy = [seed, step] + ([rank] if rank else [])
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0] >> 1)
 
 
 def pack_arrays(groups):

@@ -18,6 +18,7 @@ cuDNN 8, no GPU) without any CUDA or Jittor:
 | CUDA without cuDNN 8 (e.g. cuDNN 9)            | conv_opt=1: Jittor loads only cuBLAS and cuRAND, not cuDNN 8's  |
 |                                                | libcudnn_{ops,cnn}_{infer,train}.so (cuDNN 9 has no such files) |
 | no oneDNN placed and no jittor-offline archive | use_mkl=0 (slower CPU matmul), with a note                     |
+| not started by mpirun                          | use_mpi=0: Jittor builds and starts MPI only for an mpirun run  |
 
 Variables the user set beforehand are never overridden (except that a refusal is still a refusal). Why the
 CUDA 13 refusal: Jittor 1.3.11's helper_cuda.h reads cudaDeviceProp fields that CUDA 13 removed, it
@@ -40,7 +41,8 @@ NVCC_CANDIDATES = ("/usr/local/cuda/bin/nvcc", "/usr/bin/nvcc", "/opt/cuda/bin/n
 # the cuDNN 8 files Jittor 1.3.11 opens when conv_opt is 0 (jittor/compile_extern.py, setup_cuda_lib)
 CUDNN8_LIBRARIES = ("libcudnn.so", "libcudnn_ops_infer.so", "libcudnn_ops_train.so", "libcudnn_cnn_infer.so",
                     "libcudnn_cnn_train.so")
-JITTOR_VARIABLES = ("nvcc_path", "use_cutlass", "conv_opt", "use_mkl", "log_silent")
+JITTOR_VARIABLES = ("nvcc_path", "use_cutlass", "conv_opt", "use_mkl", "log_silent", "use_mpi")
+MPI_SIZE = "OMPI_COMM_WORLD_SIZE"  # set by Open MPI's mpirun in each process it starts (as Jittor checks)
 
 
 def arch_key(machine=None):
@@ -69,6 +71,7 @@ class Facts:
     dnnl_offline: bool = False  # the jittor-offline package carries Jittor's oneDNN archive (copied, not downloaded)
     dnnl_home: str = "~/.cache/jittor/mkl/" + dnnl_name()  # where Jittor looks for oneDNN (named in the note)
     environ: dict = field(default_factory=dict)  # the JITTOR_VARIABLES the user set
+    inside_mpi: bool = False  # started by mpirun (several processes, lora_nlg.util.ranks)
 
 
 @dataclass
@@ -113,6 +116,8 @@ def decide(facts):
     """The Decision for `facts` (pure: no file, process or environment is read)."""
     user = facts.environ
     env, notes = {"log_silent": "1", "use_cutlass": "0"}, []
+    if not facts.inside_mpi:  # else Jittor compiles its MPI operators wherever mpicc exists, and needs none here
+        env["use_mpi"] = "0"
     if "use_mkl" not in user and not facts.dnnl_placed and not facts.dnnl_offline:
         env["use_mkl"] = "0"
         notes.append(f"oneDNN not found in {facts.dnnl_home} and no jittor-offline package; running with use_mkl=0 "
@@ -209,4 +214,5 @@ def gather_facts(environ=None):
                  nvcc_version_output=version_output, cudnn_libraries=libraries, cudnn_header=header,
                  dnnl_placed=os.path.isfile(os.path.join(dnnl_home(), "lib", "libmkldnn.so")),
                  dnnl_offline=dnnl_offline_available(), dnnl_home=dnnl_home(),
-                 environ={name: environ[name] for name in JITTOR_VARIABLES if name in environ})
+                 environ={name: environ[name] for name in JITTOR_VARIABLES if name in environ},
+                 inside_mpi=MPI_SIZE in environ)

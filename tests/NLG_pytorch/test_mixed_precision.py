@@ -130,7 +130,7 @@ def test_an_overflowed_fp16_update_is_skipped_logged_and_halves_the_scale(data, 
 
 
 def test_bf16_on_a_gpu_without_bfloat16_is_a_one_line_error(data, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(gpt2_ft, "pick_device", lambda name: torch.device("cuda"))  # the refusal comes first
+    monkeypatch.setattr(gpt2_ft, "pick_device", lambda name, ranks: torch.device("cuda"))  # the refusal comes first
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 0))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100-SXM2-16GB")
     assert train_error(micro_argv(data, tmp_path, "--bf16"), capsys) == (

@@ -115,7 +115,7 @@ def test_the_device_machine_needs_only_its_packages():
             "print(' '.join(sorted({m.split('.')[0] for m in sys.modules} - set(sys.stdlib_module_names))))"
             % (str(ROOT / "NLG_pytorch" / "src"), str(ROOT), str(ROOT / "scripts" / "gpu_check.py")))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
-    local = {"gpt2_ft", "gpt2_beam", "model", "lora", "optim", "lora_nlg"}
+    local = {"gpt2_ft", "gpt2_beam", "model", "lora", "optim", "distributed", "lora_nlg"}
     available = {"torch", "numpy", "safetensors", "tokenizers", "tqdm", "transformers"}
     torch_own = {"torchgen", "typing_extensions", "sympy", "mpmath", "networkx", "jinja2", "markupsafe", "filelock",
                  "fsspec"}

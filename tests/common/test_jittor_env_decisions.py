@@ -27,7 +27,8 @@ def test_cuda_12_4_turns_cuda_on_without_cutlass():
     decision = decide(gpu(NVCC_12_4))
     assert decision.error is None
     assert decision.device == "cuda" and decision.cuda_version == (12, 4)
-    assert decision.env == {"log_silent": "1", "use_cutlass": "0", "nvcc_path": "/usr/local/cuda-12.4/bin/nvcc"}
+    assert decision.env == {"log_silent": "1", "use_cutlass": "0", "use_mpi": "0",
+                            "nvcc_path": "/usr/local/cuda-12.4/bin/nvcc"}
     assert decision.notes == []
 
 
@@ -57,7 +58,7 @@ def test_no_nvidia_smi_means_cpu_even_with_a_cuda_13_toolkit():
     """This machine: a CUDA 13 toolkit but no driver; Jittor must run on the CPU, not refuse."""
     decision = decide(Facts(nvidia_smi=False, nvcc_path="/usr/local/cuda/bin/nvcc", dnnl_placed=True))
     assert decision.error is None and decision.device == "cpu"
-    assert decision.env == {"log_silent": "1", "use_cutlass": "0", "nvcc_path": ""}
+    assert decision.env == {"log_silent": "1", "use_cutlass": "0", "use_mpi": "0", "nvcc_path": ""}
 
 
 @pytest.mark.parametrize("facts, reason", [
@@ -93,8 +94,16 @@ def test_no_cudnn_8_means_conv_opt_1(cudnn, header):
 
 
 def test_variables_the_user_set_are_kept():
-    facts = gpu(NVCC_12_4, cudnn=CUDNN9, environ={"use_cutlass": "1", "conv_opt": "0", "log_silent": "0"})
+    facts = gpu(NVCC_12_4, cudnn=CUDNN9, environ={"use_cutlass": "1", "conv_opt": "0", "log_silent": "0",
+                                                  "use_mpi": "1"})
     assert decide(facts).env == {"nvcc_path": "/usr/local/cuda-12.4/bin/nvcc"}
+
+
+def test_mpi_is_built_and_started_only_under_mpirun():
+    assert decide(Facts()).env["use_mpi"] == "0"
+    assert "use_mpi" not in decide(Facts(inside_mpi=True)).env
+    assert jittor_setup.gather_facts({"OMPI_COMM_WORLD_SIZE": "2", "PATH": ""}).inside_mpi
+    assert not jittor_setup.gather_facts({"PATH": ""}).inside_mpi
 
 
 @pytest.mark.parametrize("placed, offline, use_mkl", [(True, False, None), (False, True, None), (False, False, "0")])

@@ -10,7 +10,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TREES = ("pytorch", "jittor")
 SRC = {framework: ROOT / f"NLG_{framework}" / "src" for framework in TREES}
-PAIRS = ("gpt2_beam.py", "gpt2_decode.py", "gpt2_ft.py", "lora.py", "model.py", "optim.py")
+PAIRS = ("distributed.py", "gpt2_beam.py", "gpt2_decode.py", "gpt2_ft.py", "lora.py", "model.py", "optim.py")
 ONLY_IN = {"pytorch": set(), "jittor": {"jittor_env.py"}}  # sets Jittor's environment before its import
 SAME_METHOD = {"execute": "forward"}  # a jt.Module runs `execute` where a torch nn.Module runs `forward`
 # definitions one framework needs and the other has no counterpart for: (tree, file, name) -> why
