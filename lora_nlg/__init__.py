@@ -18,8 +18,10 @@ Nothing here imports torch or jittor (a test checks it). Subpackages, in data-fl
   (gpt2_beam.py's flags, weights and loop), `to_text` (gpt2_decode.py: ids -> scorer files).
 - `metrics`: the official scorers' numbers (E2E, GenerationEval, SQuAD v1.1); `cli` (what eval/ shares).
 - `pipeline`: `presets`, `stages` (resumable stages with verified outputs), `seeds` (mean / std over
-  training seeds), `frameworks` (each tree's venv and scripts), `compare` + `plots` (two runs side by side).
+  training seeds), `frameworks` (each tree's venv, scripts and launchers), `compare` + `plots` (two runs side
+  by side).
 - `util`: `errors` (one-line user errors), `files` (atomic writes, checked reads), `jsonl`, `flags` (device,
-  matmul precision, reproducibility), `work_dir` (a run's locked output folder), `jittor_setup` (how Jittor
-  is configured on this machine, decided without importing it).
+  matmul precision, reproducibility), `work_dir` (a run's locked output folder), `ranks` (several processes
+  computing what one computes: which rows and inputs are each rank's), `jittor_setup` (how Jittor is configured
+  on this machine, decided without importing it).
 """

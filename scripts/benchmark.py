@@ -21,6 +21,10 @@ kernels during the warm-up steps.
   AdamW, preallocated KV cache, and both) next to the written-out path it replaces, with the ratio; target: at
   most 5 % slower (which is why "auto" attention is the written-out path on CPU where SDPA is slower), beam
   predictions identical.
+- processes (`--processes N`, 0 skips): gpt2.tiny LoRA training with the global batch --batch in 1 process and in
+  N (torchrun / mpirun, --batch / N rows each): ms/step and the speed-up, and the largest per-step loss
+  difference (the runs compute the same steps). A figure, not a target: on a 2-core CPU N processes share the
+  cores that one process already uses; on N GPUs it is the scaling.
 Targets (printed pass / miss): dynamic >= 3x the real tokens/s of fixed 512; Jittor ms/step <= 1.15x
 PyTorch's; batched beam >= 5x the examples/s of batch 1, with identical outputs. Training ratios are
 medians of per-step ratios (every run sees the same batches), robust to a step slowed by other load.
@@ -41,7 +45,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from lora_nlg.pipeline import presets  # noqa: E402
-from lora_nlg.pipeline.frameworks import VENVS, framework_python  # noqa: E402
+from lora_nlg.pipeline.frameworks import VENVS, framework_python, framework_script, launch_command  # noqa: E402
 from lora_nlg.train.logs import read_log  # noqa: E402
 from lora_nlg.util.errors import NLGError, run_cli  # noqa: E402
 from lora_nlg.util.files import atomic_open  # noqa: E402
@@ -52,8 +56,9 @@ TARGETS = {"dynamic_speedup": 3.0, "jittor_over_torch": 1.15, "beam_speedup": 5.
 LOSS_TOLERANCE = 1e-3  # |loss dynamic - loss fixed| per step: float summation order only
 
 
-def run_measured(argv, cwd, log_path):
-    """Run a command with its output in log_path; (wall seconds, peak RSS in MiB). A failure names the log."""
+def run_measured(argv, cwd, log_path, what=None):
+    """Run a command with its output in log_path; (wall seconds, peak RSS in MiB of the largest process waited
+    for: the launcher's own with several processes). A failure names the log and `what` ran (default argv[1])."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
     start = time.perf_counter()
     with open(log_path, "w", encoding="utf-8") as log:
@@ -61,7 +66,7 @@ def run_measured(argv, cwd, log_path):
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
-        raise NLGError(f"{log_path}: {os.path.basename(argv[1])} failed (exit code {process.returncode})")
+        raise NLGError(f"{log_path}: {what or os.path.basename(argv[1])} failed (exit code {process.returncode})")
     return time.perf_counter() - start, usage.ru_maxrss / 1024
 
 
@@ -76,39 +81,41 @@ class Bench:
         self.valid = os.path.join(scratch, "valid.jsonl")  # 4 rows: the end-of-run evaluation stays instant
         write_jsonl(self.valid, [item for _, item in read_jsonl(os.path.join(self.data, "valid.jsonl"))][:4])
 
-    def command(self, framework, script, flags, name, many_shapes=True):
-        """Run NLG_<framework>/src/<script>; Jittor twice when it may meet kernels after its warm-up (the first
-        run fills its kernel cache). Returns (wall seconds, peak RSS) of the measured run and of the cold run
-        (or None)."""
-        argv = [framework_python(framework), os.path.join("src", script), *flags]
+    def command(self, framework, script, flags, name, many_shapes=True, nproc=1):
+        """Run NLG_<framework>/src/<script> (in nproc processes); Jittor twice when it may meet kernels after its
+        warm-up (the first run fills its kernel cache). Returns (wall seconds, peak RSS) of the measured run and
+        of the cold run (or None)."""
+        argv = launch_command(framework, framework_script(framework, script), nproc, flags)
         cwd = os.path.join(ROOT, f"NLG_{framework}")
         cold = None
         if framework == "jittor" and many_shapes:
-            cold = run_measured(argv, cwd, os.path.join(self.scratch, f"{name}.cold.log"))
+            cold = run_measured(argv, cwd, os.path.join(self.scratch, f"{name}.cold.log"), script)
             print(f"  {name}: cold run {cold[0]:.1f}s (compiling)", flush=True)
-        measured = run_measured(argv, cwd, os.path.join(self.scratch, f"{name}.log"))
+        measured = run_measured(argv, cwd, os.path.join(self.scratch, f"{name}.log"), script)
         print(f"  {name}: {measured[0]:.1f}s, peak RSS {measured[1]:.0f} MiB", flush=True)
         return measured, cold
 
-    def train(self, framework, card, fixed):
+    def train(self, framework, card, fixed, nproc=1):
+        """One training run; with nproc > 1 the global batch is the same, --batch / nproc rows in each process."""
         args = self.args
         large = card != "gpt2.tiny"
         batch = args.large_card_batch if large and args.large_card_batch else args.batch
         measured_steps = args.large_card_steps if large and args.large_card_steps else args.steps
-        name = f"train_{framework}_{card}_{'fixed' if fixed else 'dynamic'}"
+        name = f"train_{framework}_{card}_{'fixed' if fixed else 'dynamic'}" + (f"_{nproc}proc" if nproc > 1 else "")
         work_dir = os.path.join(self.scratch, name)
-        settings = {**presets.train_settings("e2e", "paper"), "model_card": card, "train_batch_size": batch,
+        settings = {**presets.train_settings("e2e", "paper"), "model_card": card, "train_batch_size": batch // nproc,
                     "max_step": args.warmup + measured_steps, "log_interval": 1, "eval_interval": 10 ** 6,
                     "save_interval": 10 ** 6, "fixed_padding": fixed, "device": args.device}
         flags = ["--train_data", os.path.join(self.data, "train.jsonl"), "--valid_data", self.valid,
                  "--work_dir", work_dir, *presets.as_flags(settings)]
-        (wall, rss), cold = self.command(framework, "gpt2_ft.py", flags, name, many_shapes=not fixed)
+        (wall, rss), cold = self.command(framework, "gpt2_ft.py", flags, name, many_shapes=not fixed, nproc=nproc)
         steps = [e for e in read_log(os.path.join(work_dir, "log.jsonl")) if e["type"] == "train"]
         measured = steps[args.warmup:]
         seconds = sum(e["ms_per_batch"] for e in measured) / 1000
         tokens = sum(e["tokens_per_s"] * e["ms_per_batch"] / 1000 for e in measured)
         return {"framework": framework, "card": card, "padding": "fixed 512" if fixed else "dynamic",
-                "batch": batch, "ms_per_step": 1000 * seconds / len(measured), "real_tokens_per_s": tokens / seconds,
+                "batch": batch, "processes": nproc, "ms_per_step": 1000 * seconds / len(measured),
+                "real_tokens_per_s": tokens / seconds,
                 "padded_tokens_per_step": sum(e["padded_tokens_per_batch"] for e in measured) / len(measured),
                 "step_ms": [e["ms_per_batch"] for e in measured], "losses": [e["loss"] for e in steps],
                 "peak_rss_mib": rss, "wall_s": wall,
@@ -207,6 +214,27 @@ def checks(train, beam, identical):
         rows.append({"check": "beam outputs pytorch vs jittor", "value": "identical" if identical["cross"] else
                      "DIFFERENT", "verdict": "pass" if identical["cross"] else "MISS"})
     return rows
+
+
+def process_rows(runs):
+    """1 vs N processes per framework (same global batch, same steps): ms/step, speed-up, largest loss gap."""
+    rows = []
+    for framework in dict.fromkeys(r["framework"] for r in runs):
+        one, many = [r for r in runs if r["framework"] == framework]
+        rows.append({"framework": framework, "processes": many["processes"], "batch": one["batch"],
+                     "ms_per_step_1": one["ms_per_step"], "ms_per_step_n": many["ms_per_step"],
+                     "speedup": median_ratio(one["step_ms"], many["step_ms"]),
+                     "max_loss_diff": max(abs(a - b) for a, b in zip(one["losses"], many["losses"]))})
+    return rows
+
+
+def process_report(rows):
+    lines = ["## Several processes (gpt2.tiny LoRA, same global batch; a figure, not a target on CPU)", "",
+             "| framework | global batch | 1 process ms/step | N processes | ms/step | speed-up | max loss diff |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['framework']} | {r['batch']} | {r['ms_per_step_1']:.1f} | {r['processes']} | "
+              f"{r['ms_per_step_n']:.1f} | {r['speedup']:.2f}x | {r['max_loss_diff']:.2g} |" for r in rows]
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- fast paths vs written-out paths (PyTorch)
@@ -396,6 +424,8 @@ def parse_args(argv):
                                                                           "decodes")
     parser.add_argument("--fast_threads", type=int, default=0, help="torch threads of the fast-path section "
                                                                     "(0: torch's default)")
+    parser.add_argument("--processes", type=int, default=2, help="compare gpt2.tiny training in 1 and in N processes "
+                                                                  "(torchrun / mpirun); 0: skip")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # run_fast_paths' subprocess: its json
     args = parser.parse_args(argv)
     args.frameworks = [f for f in args.frameworks.split(",") if f]
@@ -403,6 +433,8 @@ def parse_args(argv):
     for framework in args.frameworks:
         if framework not in VENVS:
             parser.error(f"--frameworks: unknown framework {framework!r}")
+    if args.processes < 0 or args.processes == 1 or args.batch % max(args.processes, 1):
+        parser.error("--processes must be 0 (skip) or >= 2, dividing --batch")
     if args.steps < 1 or args.warmup < 0 or args.beam_inputs < 1 or args.fast_steps < 1 or args.fast_beam_inputs < 1:
         parser.error("--steps, --beam_inputs, --fast_steps and --fast_beam_inputs must be >= 1, --warmup >= 0")
     return args
@@ -440,6 +472,11 @@ def main(argv=None):
                "seconds": time.perf_counter() - started}
     results["checks"] = checks(train, beam, identical)
     text = report(results)
+    if args.processes:
+        runs = [bench.train(framework, "gpt2.tiny", False, nproc) for framework in args.frameworks
+                for nproc in (1, args.processes)]
+        results["processes"] = process_rows(runs)
+        text += "\n\n" + process_report(results["processes"])
     if fast:
         results["fast_paths"], results["fast_path_checks"] = fast, fast_path_rows(fast)
         text += "\n\n" + fast_path_report(fast)

@@ -1,7 +1,12 @@
 """Two PyTorch processes (torchrun, gloo) compute what one computes (cases: tests/alignment/ranks_cases.py)."""
+import os
+import subprocess
+
 import pytest
 
 from alignment.ranks_cases import e2e_sample, run_case
+from alignment.train_runs import events
+from lora_nlg.pipeline.frameworks import framework_cwd, framework_python
 from testpaths import MIRROR
 
 FRAMEWORK = "pytorch"
@@ -51,3 +56,16 @@ def test_a_non_finite_loss_stops_every_rank_with_the_same_error(e2e, tmp_path):
     result = run_case("diverge", FRAMEWORK, e2e[0], e2e[1], tmp_path)
     assert result["exit"] == 1 and 1 <= len(result["errors"]) <= 2 and len(set(result["errors"])) == 1
     assert result["diverged_events"] == 1
+
+
+def test_microsoft_loras_launch_command_works(e2e, tmp_path):
+    """`python -m torch.distributed.launch --nproc_per_node=2` passes --local-rank=N to each process."""
+    work_dir = tmp_path / "launched"
+    done = subprocess.run([framework_python("pytorch"), "-m", "torch.distributed.launch", "--nproc_per_node=2",
+                           "src/gpt2_ft.py", "--train_data", e2e[0], "--valid_data", e2e[1], "--work_dir",
+                           str(work_dir), "--model_card", "gpt2.tiny", "--seq_len", "64", "--train_batch_size", "4",
+                           "--max_step", "3", "--log_interval", "1"], cwd=framework_cwd("pytorch"),
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "processes: 2 (torchrun); global batch 8" in (work_dir / "log.txt").read_text()
+    assert [e["step"] for e in events(work_dir, "train")] == [1, 2, 3]

@@ -40,3 +40,12 @@ def test_different_losses_or_outputs_are_flagged_even_when_fast():
     rows = verdicts([], beam, {"pytorch": False})
     assert rows["pytorch: beam batch 16 / batch 1 examples/s"] == (
         "6.00x, outputs DIFFERENT", "pass (target >= 5) but outputs differ")
+
+
+def test_one_against_several_processes_per_framework():
+    runs = [{"framework": framework, "processes": n, "batch": 8, "ms_per_step": 100.0 / n, "step_ms": [100.0 / n] * 3,
+             "losses": [5.0, 4.0 + (n - 1) * 1e-6, 3.0]} for framework in ("pytorch", "jittor") for n in (1, 2)]
+    rows = benchmark.process_rows(runs)
+    assert [(r["framework"], r["processes"], r["speedup"]) for r in rows] == [("pytorch", 2, 2.0), ("jittor", 2, 2.0)]
+    assert abs(rows[0]["max_loss_diff"] - 1e-6) < 1e-9
+    assert "| pytorch | 8 | 100.0 | 2 | 50.0 | 2.00x |" in benchmark.process_report(rows)
