@@ -774,6 +774,8 @@ def parse_args(argv=None):
     args.extra = extra
     args.frameworks = list(presets.FRAMEWORKS) if args.framework == "both" else [args.framework]
     args.model_card = args.model_card or presets.train_settings(args.dataset, args.preset)["model_card"]
+    if args.model_card.endswith(".json"):  # a Hugging Face config.json: the stages run in NLG_<framework>/
+        args.model_card = os.path.abspath(args.model_card)
     if args.source and not os.path.isdir(args.source):
         parser.error(f"--source {args.source}: not a folder")
     return args

@@ -15,7 +15,7 @@ import argparse
 
 from lora_nlg.data.tokenizer import EOS_ID
 from lora_nlg.decode.beam import BeamError, BeamSettings
-from lora_nlg.model.config import CARDS
+from lora_nlg.model.config import CARD_HELP, card_argument
 from lora_nlg.util.flags import DEVICE_PATTERN, EXACT_HELP
 from lora_nlg.util.ranks import add_local_rank
 
@@ -31,8 +31,8 @@ def build_parser(framework):
     data.add_argument("--min_length", type=int, default=0, help="EOS is banned before this many tokens")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--model_card", default=None, choices=list(CARDS),
-                       help="default: the card in the adapter json (required without one)")
+    model.add_argument("--model_card", default=None, type=card_argument,
+                       help=f"{CARD_HELP}; default: the card in the adapter json (required without one)")
     base = model.add_mutually_exclusive_group()
     base.add_argument("--init_checkpoint", default=None,
                       help="base GPT-2 weights (any format lora_nlg.checkpoints reads)")

@@ -4,6 +4,8 @@ The layout is the original OpenAI GPT-2 one (no prefix; Conv1D weights stored [i
 `x @ W + b`). Shapes are listed here once, so the numpy initialiser, the checkpoint checks, the
 trainable-parameter count and both framework models all agree on the same names and shapes.
 """
+import argparse
+import json
 from dataclasses import asdict, dataclass
 
 from lora_nlg.util.errors import NLGError
@@ -60,11 +62,49 @@ CARDS = {
 }
 
 
+HF_SHAPE_KEYS = ("n_embd", "n_layer", "n_head", "vocab_size", "n_positions", "layer_norm_epsilon")
+CARD_HELP = f"one of {', '.join(CARDS)}, or a Hugging Face GPT-2 config.json (any shape, e.g. distilgpt2's)"
+
+
+def card_from_hf_config(path):
+    """The GPT2Config of a Hugging Face GPT-2 `config.json`; what this model cannot be (another architecture,
+    another MLP width or activation) is a CardError naming the file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            values = json.load(f)
+    except OSError as error:
+        raise CardError(f"{path}: cannot read the model config ({error.strerror})") from None
+    except ValueError as error:
+        raise CardError(f"{path}: not a JSON model config ({error})") from None
+    if not isinstance(values, dict) or values.get("model_type", "gpt2") != "gpt2":
+        kind = values.get("model_type") if isinstance(values, dict) else type(values).__name__
+        raise CardError(f"{path}: not a GPT-2 config (model_type {kind!r})")
+    missing = [key for key in HF_SHAPE_KEYS[:5] if not isinstance(values.get(key), int)]
+    if missing:
+        raise CardError(f"{path}: no integer {', '.join(missing)} (a GPT-2 config.json has them)")
+    if values.get("n_inner") not in (None, 4 * values["n_embd"]):
+        raise CardError(f"{path}: n_inner {values['n_inner']} (this GPT-2 has an MLP of 4 x n_embd)")
+    if values.get("activation_function", "gelu_new") != "gelu_new":
+        raise CardError(f"{path}: activation {values['activation_function']!r} (this GPT-2 uses gelu_new)")
+    return GPT2Config(**{key: values[key] for key in HF_SHAPE_KEYS if key in values})
+
+
 def get_card(name):
-    """The GPT2Config of a card name such as `gpt2.md`."""
-    if name not in CARDS:
-        raise CardError(f"unknown model card {name!r} (known: {', '.join(CARDS)})")
-    return CARDS[name]
+    """The GPT2Config of a card name such as `gpt2.md`, or of a Hugging Face config.json path."""
+    if name in CARDS:
+        return CARDS[name]
+    if name.endswith(".json"):
+        return card_from_hf_config(name)
+    raise CardError(f"unknown model card {name!r} (known: {', '.join(CARDS)}; or a Hugging Face config.json)")
+
+
+def card_argument(name):
+    """argparse `type` of --model_card: the name, once it names a card (else a usage error with the reason)."""
+    try:
+        get_card(name)
+    except CardError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return name
 
 
 def parse_targets(text):

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, fields
 from typing import Optional
 
-from lora_nlg.model.config import CARDS, DEFAULT_TARGETS, CardError, parse_targets
+from lora_nlg.model.config import CARD_HELP, DEFAULT_TARGETS, CardError, card_argument, get_card, parse_targets
 from lora_nlg.train.schedules import SCHEDULES
 from lora_nlg.util.errors import NLGError
 from lora_nlg.util.flags import DEVICE_PATTERN, EXACT_HELP
@@ -77,7 +77,7 @@ def build_parser(framework):
                            "longest row, rounded up to a multiple of 8)")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--model_card", default="gpt2.md", choices=list(CARDS))
+    model.add_argument("--model_card", default="gpt2.md", type=card_argument, help=CARD_HELP)
     model.add_argument("--init_checkpoint", default=None,
                        help="pretrained GPT-2 weights (any format lora_nlg.checkpoints reads); "
                             "default: random GPT-2 init from --random_seed")
@@ -139,8 +139,8 @@ def parse_args(argv=None, framework="pytorch"):
         (args.train_batch_size < 1 or args.valid_batch_size < 1, "batch sizes must be >= 1"),
         (args.grad_acc < 1, "--grad_acc must be >= 1"),
         (args.seq_len < 2, "--seq_len must be >= 2"),
-        (args.seq_len > CARDS[args.model_card].n_positions,
-         f"--seq_len {args.seq_len} exceeds {args.model_card}'s {CARDS[args.model_card].n_positions} positions"),
+        (args.seq_len > get_card(args.model_card).n_positions,
+         f"--seq_len {args.seq_len} exceeds {args.model_card}'s {get_card(args.model_card).n_positions} positions"),
         (min(args.log_interval, args.eval_interval, args.save_interval) < 1, "intervals must be >= 1"),
         (args.max_step is not None and args.max_step < 1, "--max_step must be >= 1"),
         (args.max_epoch is not None and args.max_epoch < 1, "--max_epoch must be >= 1"),

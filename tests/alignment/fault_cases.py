@@ -14,8 +14,10 @@ import pytest
 import gpt2_beam
 import gpt2_ft
 from alignment.train_runs import events, micro_argv, write_dataset
+from lora_nlg.checkpoints.hf_export import write_hf_gpt2
 from lora_nlg.model import config
 from lora_nlg.model.config import GPT2Config
+from lora_nlg.model.init_weights import init_gpt2_weights
 from lora_nlg.pipeline.frameworks import framework_python
 from lora_nlg.util.errors import run_cli
 from lora_nlg.util.jsonl import write_jsonl
@@ -156,3 +158,33 @@ def check_killed_runs_recover_exactly(framework, data, tmp_path, kills=10):
     assert report["losses_equal"] and report["valid_losses_equal"] and report["adapters_equal"], report
     assert report["partial_files"] == [], report
     assert report["steps"] == list(range(1, report["max_step"] + 1)), report
+
+
+def hf_folder(folder, card, seed=1):
+    """A Hugging Face GPT-2 folder (config.json + model.safetensors) of a random model of shape `card`."""
+    return write_hf_gpt2(str(folder), init_gpt2_weights(card, seed), card)
+
+
+def test_a_hugging_face_config_json_is_a_model_card_for_training_and_decoding(data, tmp_path):
+    base = hf_folder(tmp_path / "base", WORDS_CARD)
+    card = os.path.join(base, "config.json")
+    gpt2_ft.main(gpt2_ft.TrainEngine, micro_argv(data, tmp_path / "run", "--max_step", "2", "--init_checkpoint",
+                                                 base, card=card))
+    adapter = json.loads((tmp_path / "run" / "model.2.json").read_text())
+    assert GPT2Config.from_dict(adapter["model"]) == WORDS_CARD and adapter["card"] == card
+    run_cli(gpt2_beam.main, ["--data", str(data[1]), "--init_checkpoint", base, "--model_card", card,
+                             "--lora_checkpoint", str(tmp_path / "run" / "model.2"), "--seq_len", "32",
+                             "--eval_len", "4", "--work_dir", str(tmp_path / "beam")])
+    assert len((tmp_path / "beam" / "beam_prediction.jsonl").read_text().splitlines()) == 6
+
+
+def test_a_config_json_that_does_not_fit_the_checkpoint_or_is_no_gpt2_is_one_line(data, tmp_path, capsys):
+    base = hf_folder(tmp_path / "base", WORDS_CARD)
+    wider = tmp_path / "wider.json"
+    wider.write_text(json.dumps({**json.loads(pathlib.Path(base, "config.json").read_text()), "n_layer": 3}))
+    error = train_error(micro_argv(data, tmp_path / "run", "--init_checkpoint", base, card=str(wider)), capsys)
+    assert base in error and "h.2" in error
+    other = tmp_path / "bert.json"
+    other.write_text(json.dumps({"model_type": "bert", "hidden_size": 32}))
+    assert "not a GPT-2 config" in usage_error(micro_argv(data, tmp_path / "run2", card=str(other)), capsys)
+    assert "cannot read" in usage_error(micro_argv(data, tmp_path / "run3", card=str(tmp_path / "none.json")), capsys)

@@ -1,14 +1,17 @@
 """Cards, LoRA target parsing, trainable counts, and the numpy initialisers (framework-free)."""
+import json
 import math
 
 import numpy as np
 import pytest
 
+from lora_nlg.checkpoints.hf_export import hf_config
 from lora_nlg.model.config import (
     CARDS,
     CardError,
     GPT2Config,
     LoRAConfig,
+    card_from_hf_config,
     count_parameters,
     count_trainable,
     get_card,
@@ -118,3 +121,20 @@ def test_lora_init_is_kaiming_uniform_a_and_zero_b():
             bound = 1.0 / math.sqrt(w.shape[1])
             assert np.abs(w).max() <= bound and np.abs(w).max() > 0.9 * bound
             assert abs(w.std() - bound / math.sqrt(3)) < 0.15 * bound  # std of U(-b, b) is b / sqrt(3)
+
+
+def test_a_hugging_face_config_json_gives_its_shape(tmp_path):
+    shape = GPT2Config(n_embd=768, n_layer=6, n_head=12)  # distilgpt2's
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**hf_config(shape), "n_inner": None}))
+    assert get_card(str(path)) == card_from_hf_config(str(path)) == shape
+    for change, message in [({"n_inner": 100}, "n_inner 100"), ({"activation_function": "relu"}, "relu"),
+                            ({"n_layer": "6"}, "no integer n_layer"), ({"model_type": "llama"}, "not a GPT-2")]:
+        path.write_text(json.dumps({**hf_config(shape), **change}))
+        with pytest.raises(CardError, match=message):
+            get_card(str(path))
+    path.write_text("{")
+    with pytest.raises(CardError, match="not a JSON model config"):
+        get_card(str(path))
+    with pytest.raises(CardError, match="unknown model card 'gpt2.xs'"):
+        get_card("gpt2.xs")
