@@ -37,10 +37,15 @@ def test_rank_0_alone_writes_the_log_and_states_the_global_batch(trained):
     assert result["processes_line"] and result["global_batch"] == 8
 
 
-def test_beam_search_on_two_ranks_writes_the_one_process_file_byte_for_byte(trained, e2e, tmp_path):
+@pytest.fixture(scope="module")
+def decoded(trained, e2e, tmp_path_factory):
+    """The 2-rank adapter decoded by 1 and by 2 processes."""
     out, _ = trained
-    result = run_case("beam", FRAMEWORK, out / "two" / "model.30", e2e[2], tmp_path)
-    assert result["identical"] and result["lines"] >= 20
+    return run_case("beam", FRAMEWORK, out / "two" / "model.30", e2e[2], tmp_path_factory.mktemp("beam"))
+
+
+def test_beam_search_on_two_ranks_writes_the_one_process_file_byte_for_byte(decoded):
+    assert decoded["identical"] and decoded["lines"] >= 20
 
 
 def test_killing_one_rank_ends_every_rank_and_resume_continues_the_same_run(e2e, tmp_path):

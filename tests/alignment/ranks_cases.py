@@ -4,7 +4,7 @@ E2E sample (data/prepare.py's files).
     python tests/alignment/ranks_cases.py CASE FRAMEWORK ARGS...   (prints one JSON line of measurements)
 
     train FRAMEWORK TRAIN VALID OUT      1 process x batch 8 (OUT/one) vs 2 x batch 4 (OUT/two), dropout 0
-    beam FRAMEWORK ADAPTER TEST OUT      the adapter decoded by 1 process (OUT/one) and by 2 (OUT/two)
+    beam FRAMEWORK ADAPTER TEST OUT [N]  the adapter decoded by 1 process (OUT/one) and by 2 (OUT/two), or by N only
     kill FRAMEWORK TRAIN VALID OUT       kill one of 2 ranks mid-run, resume with 2; vs an unbroken 2-rank run
     diverge FRAMEWORK TRAIN VALID OUT    a loss that goes non-finite: how every rank ends
 
@@ -88,15 +88,15 @@ def case_train(framework, train, valid, out):
             "global_batch": events(two, "start")[0]["global_batch"]}
 
 
-def case_beam(framework, adapter, test, out):
+def case_beam(framework, adapter, test, out, only=None):
     files = []
-    for nproc, name in ((1, "one"), (2, "two")):
+    for nproc, name in [(n, name) for n, name in ((1, "one"), (2, "two")) if only in (None, str(n))]:
         argv = ["--data", test, "--random_seed", str(SEED), "--lora_checkpoint", adapter, *BEAM,
                 "--work_dir", os.path.join(out, name), "--output_file", "predict.jsonl"]
         finish(start(framework, nproc, "beam", argv))
         files.append(pathlib.Path(out, name, "predict.jsonl").read_bytes())
-    return {"identical": files[0] == files[1], "lines": files[0].count(b"\n"),
-            "prediction": str(pathlib.Path(out, "two", "predict.jsonl"))}
+    return {"identical": len(set(files)) == 1, "lines": files[0].count(b"\n"),
+            "prediction": str(pathlib.Path(out, name, "predict.jsonl"))}
 
 
 def workers(launcher_pid):
