@@ -70,6 +70,8 @@ def test_resume_settings_use_absolute_paths_and_name_every_difference(tmp_path, 
     with pytest.raises(CheckpointError, match=r"state: cannot resume with different settings: "
                                               r"lora_dim 4 -> 8; lr 0.0002 -> 0.001"):
         check_settings(settings, changed, "state")
+    with pytest.raises(CheckpointError, match=r"processes 1 -> 2"):  # each rank draws its own dropout masks
+        check_settings(settings, resume_settings(parse_args(REQUIRED), max_step=100, processes=2), "state")
 
 
 def test_state_round_trip(tmp_path):
@@ -109,6 +111,9 @@ def test_step_seeds_differ_per_step_and_seed_and_are_stable():
     assert len(seeds) == 2 * 199
     assert all(0 <= s < 2 ** 31 for s in seeds)
     assert step_seed(110, 5) == int(np.random.SeedSequence([110, 5]).generate_state(1)[0]) >> 1
+    # several processes: rank 0 draws one process's stream, the others their own
+    assert step_seed(110, 5, rank=0) == step_seed(110, 5)
+    assert len({step_seed(110, 5, rank) for rank in range(4)}) == 4
 
 
 def test_loss_scale_halves_on_overflow_and_grows_after_clean_updates():
