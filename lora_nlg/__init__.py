@@ -11,7 +11,8 @@ Nothing here imports torch or jittor (a test checks it). Subpackages, in data-fl
   (the numpy initialisation both trees load, so they start from identical weights).
 - `checkpoints`: `tensor_files` (safetensors read/write, shape checks), `torch_zip` (torch .bin
   read without torch), `gpt2_weights` (any GPT-2 layout -> canonical names), `adapter` (trained
-  tensors + json), `hf_export` (a Hugging Face folder).
+  tensors + json), `hf_export` (a Hugging Face folder: base, or merged with an adapter; tokenizer files),
+  `peft_format` (our adapters <-> peft's LoRA folders).
 - `train`: `cli` (gpt2_ft.py flags), `loop` (the training loop each tree's engine runs under),
   `state` (exact resume), `schedules`, `logs` (the reference's log lines + jsonl).
 - `decode`: `beam` (beam-search rules and bookkeeping), `beam_cli` / `beam_model` / `beam_loop`

@@ -439,10 +439,12 @@ def export_stage(paths, pretrain):
     """The pretraining run's final (full-weights) checkpoint -> the HF-layout base folder."""
     def step(log):
         adapter = load_adapter(resolve(pretrain.outputs.checkpoint))
-        write_hf_gpt2(paths.base_dir, adapter.tensors, adapter.config)
-        log(f"wrote {paths.base_dir}/model.safetensors and config.json ({adapter.card}, step {adapter.step})")
+        write_hf_gpt2(paths.base_dir, adapter.tensors, adapter.config, paths.vocab)
+        log(f"wrote {paths.base_dir}/model.safetensors, config.json and the tokenizer files ({adapter.card}, "
+            f"step {adapter.step})")
         return {}
-    outputs = files_in(paths.base_dir, weights="model.safetensors", config="config.json")
+    outputs = files_in(paths.base_dir, weights="model.safetensors", config="config.json",
+                       tokenizer="tokenizer.json")
     call = Call(step, f"export the final checkpoint of {paths.pretrain} to {paths.base_dir}")
     return Stage("export base", paths.pretrain, "export", [call], outputs=outputs, upstream=[pretrain],
                  verify=verify_base)

@@ -52,6 +52,11 @@ class GPT2Tokenizer:
     def decode(self, ids):
         return self._tok.decode(list(ids), skip_special_tokens=False)
 
+    @property
+    def pipeline(self):
+        """The `tokenizers` pipeline itself (a file written from it, e.g. tokenizer.json, encodes as this does)."""
+        return self._tok
+
 
 def encode_records(tokenizer, records):
     """[{"context": [ids], "completion": [ids]}] for the records, in order."""

@@ -269,7 +269,8 @@ def test_cpu_base_is_pretrained_on_the_corpus_files_and_exported_by_name(tmp_pat
     pretrain = argv_of(stages["pretrain base (pytorch)"])
     assert (flag(pretrain, "--train_data"), flag(pretrain, "--valid_data")) == (corpus.train, corpus.valid)
     assert stages["export base"].outputs._asdict() == {"weights": str(tmp_path / "base" / "model.safetensors"),
-                                                      "config": str(tmp_path / "base" / "config.json")}
+                                                      "config": str(tmp_path / "base" / "config.json"),
+                                                      "tokenizer": str(tmp_path / "base" / "tokenizer.json")}
 
 
 def test_summary_rows_come_from_the_plan(tmp_path, monkeypatch):

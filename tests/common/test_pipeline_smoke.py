@@ -40,7 +40,9 @@ def test_cpu_demo_runs_end_to_end_then_skips_finished_stages(tmp_path):
         assert set(scores) == {"BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr"}
         assert len((folder / "predict.b2p08r4.jsonl").read_text().splitlines()) == 3
         assert len((folder / "e2e_pred.txt").read_text().splitlines()) == 3
-    assert {p.name for p in (tmp_path / "hf_base").iterdir()} == {"model.safetensors", "config.json"}
+    assert {p.name for p in (tmp_path / "hf_base").iterdir()} == {
+        "model.safetensors", "config.json", "vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
+        "special_tokens_map.json"}  # read by transformers' AutoModelForCausalLM and AutoTokenizer
     summary = (run / "summary.md").read_text()
     assert "| pytorch | base, zero-shot |" in summary and "| pytorch | LoRA |" in summary
     assert "| pretrain base (pytorch) |" in summary and "| **total** |" in summary
