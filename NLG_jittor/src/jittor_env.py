@@ -36,5 +36,9 @@ def _configure():
 DECISION = _configure()
 import jittor as jt  # noqa: E402  (must follow the environment set-up above)
 
+for _name in jittor_setup.PER_PROCESS:  # read at import: not inherited by child processes (mpirun's ranks)
+    if _name in DECISION.env:
+        del os.environ[_name]
+
 GPU_AVAILABLE = bool(jt.has_cuda and _has_cuda())  # what --device auto / cuda go by (model.pick_device)
 jt.flags.use_cuda = int(GPU_AVAILABLE)

@@ -46,6 +46,7 @@ nn = jt.nn
 MASKED_SCORE = -1e10  # the reference's fill: exp() gives exactly 0, and a row with no visible key stays finite
 LOSS_EPS = 1e-4  # the reference divides the masked loss sum by mask.sum() + 1e-4
 FLOAT16_LOWEST = -65504.0  # float16's lowest finite value (masked_score)
+TANH_SATURATED = 10.0  # |z| beyond which float32 (and float16) tanh(z) is exactly +-1 (gelu)
 ATTENTION_PATHS = ("auto", "sdpa", "reference")  # GPT2LMModel(attention=...): see Attention.use_sdpa
 
 
@@ -58,8 +59,14 @@ def masked_score(dtype):
 
 
 def gelu(x):
-    """GELU, tanh approximation (GPT-2's `gelu_new`; jt.nn.gelu is the erf form)."""
-    return 0.5 * x * (1.0 + jt.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * jt.pow(x, 3.0))))
+    """GELU, tanh approximation (GPT-2's `gelu_new`; jt.nn.gelu is the erf form).
+
+    The tanh argument is clamped to [-TANH_SATURATED, TANH_SATURATED]: the same values (tanh is +-1 in float32
+    beyond), and the gradient 0 there, as torch's 1 - tanh^2 gives. Jittor differentiates tanh as
+    1 / cosh^2, which overflows past |z| ~ 44 and under its -Ofast kernels turns into nan (seen: GELU inputs
+    below -15 gave nan gradients, which stopped a LoRA run at step 363)."""
+    inner = math.sqrt(2.0 / math.pi) * (x + 0.044715 * jt.pow(x, 3.0))
+    return 0.5 * x * (1.0 + jt.tanh(inner.clamp(-TANH_SATURATED, TANH_SATURATED)))
 
 
 def softmax(x):

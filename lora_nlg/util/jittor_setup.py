@@ -42,6 +42,9 @@ NVCC_CANDIDATES = ("/usr/local/cuda/bin/nvcc", "/usr/bin/nvcc", "/opt/cuda/bin/n
 CUDNN8_LIBRARIES = ("libcudnn.so", "libcudnn_ops_infer.so", "libcudnn_ops_train.so", "libcudnn_cnn_infer.so",
                     "libcudnn_cnn_train.so")
 JITTOR_VARIABLES = ("nvcc_path", "use_cutlass", "conv_opt", "use_mkl", "log_silent", "use_mpi")
+# decided anew by each process: jittor_env removes them after the import, so that a child process (a rank that
+# mpirun starts from a process that is not one) does not inherit this process's answer
+PER_PROCESS = ("use_mpi",)
 MPI_SIZE = "OMPI_COMM_WORLD_SIZE"  # set by Open MPI's mpirun in each process it starts (as Jittor checks)
 
 
