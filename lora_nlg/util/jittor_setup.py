@@ -19,6 +19,7 @@ cuDNN 8, no GPU) without any CUDA or Jittor:
 |                                                | libcudnn_{ops,cnn}_{infer,train}.so (cuDNN 9 has no such files) |
 | no oneDNN placed and no jittor-offline archive | use_mkl=0 (slower CPU matmul), with a note                     |
 | not started by mpirun                          | use_mpi=0: Jittor builds and starts MPI only for an mpirun run  |
+| started by mpirun with use_mpi=0 set           | refused: one line (Jittor would fail inside its import)         |
 
 Variables the user set beforehand are never overridden (except that a refusal is still a refusal). Why the
 CUDA 13 refusal: Jittor 1.3.11's helper_cuda.h reads cudaDeviceProp fields that CUDA 13 removed, it
@@ -121,6 +122,9 @@ def decide(facts):
     env, notes = {"log_silent": "1", "use_cutlass": "0"}, []
     if not facts.inside_mpi:  # else Jittor compiles its MPI operators wherever mpicc exists, and needs none here
         env["use_mpi"] = "0"
+    elif user.get("use_mpi") == "0":  # Jittor would fail inside its import (in_mpi without MPI)
+        return Decision("cpu", {}, "use_mpi=0 under mpirun", notes,
+                        error="jittor_env: use_mpi=0 is set, but mpirun started this process: unset use_mpi")
     if "use_mkl" not in user and not facts.dnnl_placed and not facts.dnnl_offline:
         env["use_mkl"] = "0"
         notes.append(f"oneDNN not found in {facts.dnnl_home} and no jittor-offline package; running with use_mkl=0 "

@@ -1,4 +1,6 @@
 """Two Jittor processes (mpirun, Jittor's MPI) compute what one computes (cases: tests/alignment/ranks_cases.py)."""
+import os
+
 import pytest
 
 from alignment.ranks_cases import e2e_sample, run_case
@@ -69,3 +71,8 @@ def test_a_pytorch_adapter_trained_on_two_ranks_decodes_identically_in_jittor(e2
     files = [run_case("beam", framework, tmp_path / "train" / "two" / "model.30", e2e[2], tmp_path / framework,
                       nproc)["prediction"] for framework, nproc in (("pytorch", 2), ("jittor", 1))]
     assert open(files[0], "rb").read() == open(files[1], "rb").read()
+
+
+def test_this_process_leaves_use_mpi_to_its_children():
+    """jittor_env decided use_mpi=0 here (no mpirun); a rank that mpirun starts from here must decide for itself."""
+    assert "use_mpi" not in os.environ

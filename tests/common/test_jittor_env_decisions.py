@@ -102,6 +102,8 @@ def test_variables_the_user_set_are_kept():
 def test_mpi_is_built_and_started_only_under_mpirun():
     assert decide(Facts()).env["use_mpi"] == "0"
     assert "use_mpi" not in decide(Facts(inside_mpi=True)).env
+    assert "unset use_mpi" in decide(Facts(inside_mpi=True, environ={"use_mpi": "0"})).error
+    assert jittor_setup.PER_PROCESS == ("use_mpi",)  # jittor_env removes it after the import: not inherited
     assert jittor_setup.gather_facts({"OMPI_COMM_WORLD_SIZE": "2", "PATH": ""}).inside_mpi
     assert not jittor_setup.gather_facts({"PATH": ""}).inside_mpi
 
