@@ -9,6 +9,8 @@ import sys
 
 import numpy as np
 
+from lora_nlg.util import jittor_setup
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
@@ -46,9 +48,15 @@ def test_jittor_offline_carries_what_jittor_would_download():
 
 def test_configured_as_decided():
     """This process's Jittor got the variables jittor_setup decided (cutlass off; on a machine without a GPU, CPU)."""
+    from jittor import compile_extern
+
     import jittor_env
     for name, value in jittor_env.DECISION.env.items():
-        assert os.environ[name] == value
+        if name in jittor_setup.PER_PROCESS:  # read at import, then removed (not inherited by children)
+            assert name not in os.environ
+        else:
+            assert os.environ[name] == value
+    assert compile_extern.use_mpi is (jittor_env.DECISION.env.get("use_mpi") != "0")  # no mpirun: no MPI
     if shutil.which("nvidia-smi") is None:
         assert jittor_env.DECISION.device == "cpu" and os.environ["nvcc_path"] == ""
         assert not jittor_env.GPU_AVAILABLE and not jittor_env.jt.flags.use_cuda

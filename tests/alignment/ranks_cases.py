@@ -164,7 +164,7 @@ CASES = {"train": case_train, "beam": case_beam, "kill": case_kill, "diverge": c
 
 def e2e_sample(out, mirror):
     """(train, valid head, test head) of the E2E sample as data/prepare.py writes it from `mirror`: the first 16
-    validation rows and the first 200 test rows (~28 unique inputs)."""
+    validation rows and the first 200 test rows (26 unique inputs)."""
     root = pathlib.Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, str(root / "data" / "prepare.py"), "--dataset", "e2e", "--source", str(mirror),
                     "--out", str(out / "data"), "--vocab-dir", str(out / "vocab")], check=True, capture_output=True)
