@@ -107,7 +107,7 @@ class Bench:
                     "max_step": args.warmup + measured_steps, "log_interval": 1, "eval_interval": 10 ** 6,
                     "save_interval": 10 ** 6, "fixed_padding": fixed, "device": args.device}
         flags = ["--train_data", os.path.join(self.data, "train.jsonl"), "--valid_data", self.valid,
-                 "--work_dir", work_dir, *presets.as_flags(settings)]
+                 "--work_dir", work_dir, "--overwrite", *presets.as_flags(settings)]  # (Jittor runs twice in it)
         (wall, rss), cold = self.command(framework, "gpt2_ft.py", flags, name, many_shapes=not fixed, nproc=nproc)
         steps = [e for e in read_log(os.path.join(work_dir, "log.jsonl")) if e["type"] == "train"]
         measured = steps[args.warmup:]
