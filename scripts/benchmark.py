@@ -37,19 +37,17 @@ import re
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from lora_nlg.pipeline import presets
+from lora_nlg.pipeline.frameworks import VENVS, framework_python, framework_script, launch_command
+from lora_nlg.train.logs import read_log
+from lora_nlg.util.errors import NLGError, run_cli
+from lora_nlg.util.files import atomic_open
+from lora_nlg.util.jsonl import read_jsonl, write_jsonl
 
-from lora_nlg.pipeline import presets  # noqa: E402
-from lora_nlg.pipeline.frameworks import VENVS, framework_python, framework_script, launch_command  # noqa: E402
-from lora_nlg.train.logs import read_log  # noqa: E402
-from lora_nlg.util.errors import NLGError, run_cli  # noqa: E402
-from lora_nlg.util.files import atomic_open  # noqa: E402
-from lora_nlg.util.jsonl import read_jsonl, write_jsonl  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 EXAMPLES_PER_S = re.compile(r"decoded (\d+) inputs in ([\d.]+)s: ([\d.]+) examples/s")
 TARGETS = {"dynamic_speedup": 3.0, "jittor_over_torch": 1.15, "beam_speedup": 5.0}
@@ -328,7 +326,6 @@ def fast_path_beam(args, data, device, scratch):
 
 def fast_paths_worker(args):
     """The fast-path section, in the PyTorch environment (main runs it as a subprocess): writes --worker's json."""
-    sys.path.insert(0, os.path.join(ROOT, "NLG_pytorch", "src"))
     import torch
 
     from model import pick_device

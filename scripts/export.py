@@ -13,17 +13,12 @@
 See lora_nlg.checkpoints.peft_format for what converts exactly and what is refused.
 """
 import argparse
-import os
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)  # run from anywhere, with any python that has the requirements
-
-from lora_nlg.checkpoints.adapter import load_adapter, save_adapter  # noqa: E402
-from lora_nlg.checkpoints.gpt2_weights import load_gpt2_weights  # noqa: E402
-from lora_nlg.checkpoints.hf_export import write_hf_merged  # noqa: E402
-from lora_nlg.checkpoints.peft_format import read_peft, write_peft  # noqa: E402
-from lora_nlg.util.errors import NLGError, run_cli  # noqa: E402
+from lora_nlg.checkpoints.adapter import load_adapter, save_adapter
+from lora_nlg.checkpoints.gpt2_weights import load_gpt2_weights
+from lora_nlg.checkpoints.hf_export import write_hf_merged
+from lora_nlg.checkpoints.peft_format import read_peft, write_peft
+from lora_nlg.util.errors import NLGError, run_cli
 
 
 def export_peft(args):

@@ -11,19 +11,17 @@ pipeline's stopping rule (a newline or <|endoftext|>), and is cut like the pipel
 import argparse
 import os
 import subprocess
-import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)  # run from anywhere, with any python that has the requirements
+from lora_nlg.data.format_converting import squad_prompt
+from lora_nlg.data.tokenizer import EOS_ID, GPT2Tokenizer
+from lora_nlg.decode.to_text import squad_answer
+from lora_nlg.pipeline import presets
+from lora_nlg.pipeline.frameworks import VENVS, framework_cwd, framework_python, framework_script
+from lora_nlg.util.errors import NLGError, run_cli
+from lora_nlg.util.jsonl import read_jsonl, write_jsonl
 
-from lora_nlg.data.format_converting import squad_prompt  # noqa: E402
-from lora_nlg.data.tokenizer import EOS_ID, GPT2Tokenizer  # noqa: E402
-from lora_nlg.decode.to_text import squad_answer  # noqa: E402
-from lora_nlg.pipeline import presets  # noqa: E402
-from lora_nlg.pipeline.frameworks import VENVS, framework_cwd, framework_python, framework_script  # noqa: E402
-from lora_nlg.util.errors import NLGError, run_cli  # noqa: E402
-from lora_nlg.util.jsonl import read_jsonl, write_jsonl  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def parse_args(argv=None):

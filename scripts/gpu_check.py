@@ -52,17 +52,16 @@ import tempfile
 import threading
 import time
 
+import numpy as np
+
+from lora_nlg.data.batching import TrainBatches, load_encoded, unique_contexts
+from lora_nlg.model.config import LoRAConfig, get_card, lora_shapes, param_shapes
+from lora_nlg.pipeline import presets
+from lora_nlg.train.logs import read_log
+from lora_nlg.util import jittor_setup
+from lora_nlg.util.jsonl import read_jsonl, write_jsonl
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-import numpy as np  # noqa: E402
-
-from lora_nlg.data.batching import TrainBatches, load_encoded, unique_contexts  # noqa: E402
-from lora_nlg.model.config import LoRAConfig, get_card, lora_shapes, param_shapes  # noqa: E402
-from lora_nlg.pipeline import presets  # noqa: E402
-from lora_nlg.train.logs import read_log  # noqa: E402
-from lora_nlg.util import jittor_setup  # noqa: E402
-from lora_nlg.util.jsonl import read_jsonl, write_jsonl  # noqa: E402
 
 # Dense (no sparsity) peak TFLOP/s per GPU, from NVIDIA's datasheets (H100: nvidia.com/en-us/data-center/h100,
 # H200: nvidia.com/en-us/data-center/h200, A100: nvidia.com/en-us/data-center/a100; they print tensor-core figures
@@ -191,7 +190,8 @@ def run_cli(python, framework, script, flags, log_path, stats_path, threads=None
     Returns (wall seconds, {"peak_allocated_mib", "peak_reserved_mib"} or {}, nvidia-smi peak MiB)."""
     argv = [python, os.path.abspath(__file__), "_cli", framework, script, stats_path, "--", *flags]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1",
-           "PYTHONPATH": os.pathsep.join([ROOT, *filter(None, [os.environ.get("PYTHONPATH")])])}
+           "PYTHONPATH": os.pathsep.join([ROOT, os.path.join(ROOT, TREES[framework], "src"),
+                                          *filter(None, [os.environ.get("PYTHONPATH")])])}  # no install needed
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
     start = time.perf_counter()
@@ -217,9 +217,7 @@ def run_cli(python, framework, script, flags, log_path, stats_path, threads=None
 def cli_child(framework, script, stats_path, flags):
     """In the child: run NLG_<framework>/src/<script> as __main__ (the real CLI, as `python src/<script>` runs it),
     then write the process's peak CUDA memory (PyTorch) into stats_path."""
-    src = os.path.join(ROOT, TREES[framework], "src")
-    sys.path[:0] = [src, ROOT]
-    sys.argv = [os.path.join(src, script), *flags]
+    sys.argv = [os.path.join(ROOT, TREES[framework], "src", script), *flags]
     try:
         runpy.run_path(sys.argv[0], run_name="__main__")
     finally:

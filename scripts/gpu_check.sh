@@ -19,4 +19,7 @@ while [ $# -gt 0 ]; do
         *) args+=("$1"); shift ;;
     esac
 done
+# the device machine has only python3 and torch: the checkout itself is the install (each tree's src/ is added
+# for the CLIs it starts, scripts/gpu_check.py)
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 exec "$PYTHON" scripts/gpu_check.py --python "$PYTHON" ${args[@]+"${args[@]}"}

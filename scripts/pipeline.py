@@ -46,25 +46,22 @@ import time
 from dataclasses import dataclass
 from typing import NamedTuple
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)  # run from anywhere, with any python that has the requirements
-
-from lora_nlg.checkpoints.adapter import load_adapter  # noqa: E402
-from lora_nlg.checkpoints.gpt2_weights import load_gpt2_weights  # noqa: E402
-from lora_nlg.checkpoints.hf_export import write_hf_gpt2  # noqa: E402
-from lora_nlg.data.batching import load_encoded, unique_contexts  # noqa: E402
-from lora_nlg.data.sampling import evenly_spaced  # noqa: E402
-from lora_nlg.decode import beam_cli  # noqa: E402
-from lora_nlg.decode.to_text import group_inputs, select, subset_path  # noqa: E402
-from lora_nlg.model.config import GPT2Config  # noqa: E402
-from lora_nlg.pipeline import presets, seeds  # noqa: E402
-from lora_nlg.pipeline.frameworks import (  # noqa: E402
+from lora_nlg.checkpoints.adapter import load_adapter
+from lora_nlg.checkpoints.gpt2_weights import load_gpt2_weights
+from lora_nlg.checkpoints.hf_export import write_hf_gpt2
+from lora_nlg.data.batching import load_encoded, unique_contexts
+from lora_nlg.data.sampling import evenly_spaced
+from lora_nlg.decode import beam_cli
+from lora_nlg.decode.to_text import group_inputs, select, subset_path
+from lora_nlg.model.config import GPT2Config
+from lora_nlg.pipeline import presets, seeds
+from lora_nlg.pipeline.frameworks import (
     framework_cwd,
     framework_python,
     framework_script,
     launch_command,
 )
-from lora_nlg.pipeline.stages import (  # noqa: E402
+from lora_nlg.pipeline.stages import (
     Call,
     Command,
     Damaged,
@@ -84,12 +81,14 @@ from lora_nlg.pipeline.stages import (  # noqa: E402
     run_stages,
     say,
 )
-from lora_nlg.train import cli as train_cli  # noqa: E402
-from lora_nlg.train.logs import read_log  # noqa: E402
-from lora_nlg.train.state import STATE_FILE  # noqa: E402
-from lora_nlg.util.errors import NLGError, run_cli  # noqa: E402
-from lora_nlg.util.files import atomic_open, sha256_file, write_json  # noqa: E402
-from lora_nlg.util.jsonl import read_jsonl, write_jsonl  # noqa: E402
+from lora_nlg.train import cli as train_cli
+from lora_nlg.train.logs import read_log
+from lora_nlg.train.state import STATE_FILE
+from lora_nlg.util.errors import NLGError, run_cli
+from lora_nlg.util.files import atomic_open, sha256_file, write_json
+from lora_nlg.util.jsonl import read_jsonl, write_jsonl
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 EXTRA_STAGES = ("corpus", "pretrain", "train", "beam")
 # the test files that prepare and the test subset both write; beam and decode read them by these names

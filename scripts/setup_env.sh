@@ -9,9 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 
-make_venv() {  # make_venv DIR REQUIREMENTS
-    local dir=$1 req=$2 stamp=$1/.installed
-    if [ -f "$stamp" ] && cmp -s "$req" "$stamp"; then
+make_venv() {  # make_venv DIR REQUIREMENTS TREE
+    local dir=$1 req=$2 tree=$3 stamp=$1/.installed
+    if [ -f "$stamp" ] && cmp -s "$req" "$stamp" && installed_here "$dir" "$tree"; then
         echo "[setup] $dir is up to date"
         return
     fi
@@ -19,14 +19,25 @@ make_venv() {  # make_venv DIR REQUIREMENTS
     [ -x "$dir/bin/python" ] || "$PYTHON" -m venv "$dir"
     "$dir/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
     "$dir/bin/python" -m pip install -q -r "$req" 2>&1 | grep -v "is ignored" || true
-    # the repository root on the venv's path, so `import lora_nlg` works from any directory
-    "$dir/bin/python" -c "import site, sys; open(site.getsitepackages()[0] + '/lora_nlg_repo.pth', 'w').write(sys.argv[1] + '\\n')" "$PWD"
-    "$dir/bin/python" -c "import lora_nlg" || { echo "[setup] installing $req into $dir failed" >&2; exit 1; }
+    # lora_nlg (pyproject.toml) and the framework's tree (TREE/pyproject.toml), editable: imports work from any
+    # directory and follow this checkout; setuptools comes from the requirements (no download here)
+    rm -f "$("$dir/bin/python" -c "import site; print(site.getsitepackages()[0])")/lora_nlg_repo.pth"  # older set-ups
+    "$dir/bin/python" -m pip install -q --no-build-isolation --no-deps -e . -e "$tree" >"$dir/.editable.log" 2>&1 || true
+    installed_here "$dir" "$tree" || { cat "$dir/.editable.log" >&2; echo "[setup] installing $req into $dir failed" >&2; exit 1; }
     cp "$req" "$stamp"
 }
 
-make_venv .venv-torch requirement_pytorch.txt
-make_venv .venv-jittor requirement_jittor.txt
+installed_here() {  # installed_here DIR TREE: lora_nlg and TREE's modules resolve to this checkout (nothing imported)
+    "$1/bin/python" -c "
+import os, sys
+from importlib.util import find_spec
+found = [find_spec(name) for name in ('lora_nlg', 'gpt2_ft')]
+sys.exit(None in found or [found[0].submodule_search_locations[0], os.path.dirname(found[1].origin)]
+         != [os.path.abspath('lora_nlg'), os.path.abspath(os.path.join(sys.argv[1], 'src'))])" "$2" 2>/dev/null
+}
+
+make_venv .venv-torch requirement_pytorch.txt NLG_pytorch
+make_venv .venv-jittor requirement_jittor.txt NLG_jittor
 if .venv-jittor/bin/python -c "import torch" 2>/dev/null; then
     echo "[setup] .venv-jittor must not contain torch" >&2; exit 1
 fi
@@ -61,7 +72,6 @@ fi
 
 echo "[setup] warming up Jittor (the first import compiles for a few minutes)"
 .venv-jittor/bin/python -c "
-import sys; sys.path.insert(0, 'NLG_jittor/src')
 from jittor_env import jt
 a = jt.ones((64, 64)); print('[setup] jittor', jt.__version__, 'cuda' if jt.flags.use_cuda else 'cpu', 'matmul ok:', float((a @ a).sum()) == 64.0 ** 3)
 "

@@ -9,19 +9,16 @@ label smoothing 0.1, clip 1.0; weights from the shared numpy init.
 Warm-up steps (Jittor compiles its kernels there) are not timed; Jittor is synchronised every step.
 """
 import argparse
-import pathlib
 import statistics
-import sys
 import time
 
 import numpy as np
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-TREES = {"torch": "NLG_pytorch", "jittor": "NLG_jittor"}
+from lora_nlg.data.batching import collate
+from lora_nlg.model.config import LoRAConfig, get_card
+from lora_nlg.model.init_weights import init_gpt2_weights, init_lora_weights
 
-from lora_nlg.data.batching import collate  # noqa: E402
-from lora_nlg.model.config import LoRAConfig, get_card  # noqa: E402
-from lora_nlg.model.init_weights import init_gpt2_weights, init_lora_weights  # noqa: E402
+FRAMEWORKS = ("torch", "jittor")  # each runs in its own venv, where its tree is installed
 
 LORAS = {"qv": LoRAConfig(r=4, alpha=32, dropout=0.1, targets="q,v"),  # the paper's
          "attn_mlp": LoRAConfig(r=8, alpha=16, dropout=0.1, targets="attn,mlp")}  # the SQuAD project's
@@ -47,7 +44,6 @@ def framework_glue(framework, optimizer):
 
 def training_step(framework, config, batch, lora):
     """A closure running one training step (forward, backward, clip, AdamW) in `framework`'s tree."""
-    sys.path.insert(0, str(ROOT / TREES[framework] / "src"))
     from lora import set_trainable
     from model import GPT2LMModel
     from optim import AdamW, clip_grad_norm
@@ -72,7 +68,7 @@ def training_step(framework, config, batch, lora):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("framework", choices=list(TREES))
+    parser.add_argument("framework", choices=FRAMEWORKS)
     parser.add_argument("--card", default="gpt2.tiny")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)

@@ -1,4 +1,11 @@
-import pathlib
-import sys
+"""Before any test: what the test command needs from this machine (testpaths.setup_problem), or one line saying
+what to install."""
+import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from testpaths import setup_problem
+
+
+def pytest_sessionstart(session):
+    problem = setup_problem()
+    if problem:
+        pytest.exit(f"tests cannot run: {problem}", returncode=3)

@@ -12,6 +12,7 @@ facts about the machine (its table lists every case), in short:
   instead of downloading; without oneDNN we fall back to `use_mkl=0` and say so.
 Variables set beforehand are kept. `GPU_AVAILABLE` switches `jt.flags.use_cuda` on.
 """
+import importlib
 import os
 import shutil
 import sys
@@ -34,7 +35,7 @@ def _configure():
 
 
 DECISION = _configure()
-import jittor as jt  # noqa: E402  (must follow the environment set-up above)
+jt = importlib.import_module("jittor")  # only now: Jittor reads the environment set above at import
 
 for _name in jittor_setup.PER_PROCESS:  # read at import: not inherited by child processes (mpirun's ranks)
     if _name in DECISION.env:

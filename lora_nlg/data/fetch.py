@@ -4,7 +4,9 @@ Files are fetched either from their official public locations (microsoft/LoRA's 
 E2E, WebNLG 2017 and the GPT-2 vocabulary; Yale-LILY/dart for DART v1.1.1) or from a local mirror
 laid out like microsoft/LoRA's `examples/NLG` (`data/<dataset>/...`, `vocab/...`). Every file is
 checked against the sha256 recorded below, so a truncated download or a different release is an
-error instead of a silently different experiment.
+error instead of a silently different experiment. With LORA_NLG_DOWNLOAD_URL set, every download
+comes from that URL instead: a mirror served over HTTP (`<URL>/data/e2e/train.txt`, ...), checked
+against the mirror's sums.
 """
 import os
 import shutil
@@ -17,6 +19,7 @@ from lora_nlg.util.files import atomic_open, sha256_file
 
 LORA_NLG_URL = "https://raw.githubusercontent.com/microsoft/LoRA/main/examples/NLG/"
 DART_URL = "https://raw.githubusercontent.com/Yale-LILY/dart/master/data/v1.1.1/"
+DOWNLOAD_URL_ENV = "LORA_NLG_DOWNLOAD_URL"  # a mirror's base URL, used for every download instead
 DART_POOL_FRACTION = 0.18  # the offline DART training pool is an 18% sample of DART train
 
 
@@ -83,9 +86,13 @@ RAW_SPLITS["squad"] = {
 SQUAD_TRAIN_REBUILT = RawFile("data/squad/train-v1.1.reconstructed.json", None,
                               "0fa03419ed03912c7c252559d2b7cd2449db11bd28130b9170264067552eb3fd", None)
 
-# Offline stand-in for DART train: an 18% line sample of it, already formatted (from 1Reminding/LoRA_Jittor).
-DART_TRAIN_POOL = RawFile("data/dart/sampled_18pct/train_formatted.jsonl", None,
-                          "294f40d594e428673f8e0539a04a9e9bc66e977a6723533a0afcedb6e7e554d9", None)
+# Offline stand-in for DART train: an 18% line sample of it, already formatted, from 1Reminding/LoRA_Jittor
+# (the mirror's copy is that repository's file: same 3,174,040 characters; the sum is checked at download).
+DART_POOL_URL = ("https://raw.githubusercontent.com/1Reminding/LoRA_Jittor/60c3dca337dff79ad03e25f38c97e82137958a56/"
+                 "NLG_jittor/data/dart/sampled/train_formatted.jsonl")
+DART_TRAIN_POOL = RawFile("data/dart/sampled_18pct/train_formatted.jsonl", DART_POOL_URL,
+                          "294f40d594e428673f8e0539a04a9e9bc66e977a6723533a0afcedb6e7e554d9",
+                          "294f40d594e428673f8e0539a04a9e9bc66e977a6723533a0afcedb6e7e554d9")
 
 
 def _verify(raw, local, expected):
@@ -102,18 +109,38 @@ def from_mirror(raw, root):
     return _verify(raw, os.path.join(root, raw.path), raw.sha256)
 
 
+def download_source(raw):
+    """(URL, sha256 to expect or None) of `raw`: its official location, or the LORA_NLG_DOWNLOAD_URL mirror's."""
+    mirror = os.environ.get(DOWNLOAD_URL_ENV)
+    if mirror:
+        return mirror.rstrip("/") + "/" + raw.path, raw.sha256
+    if raw.url is None:
+        raise NLGError(f"{raw.path}: no public download (only a local mirror has it); use --source DIR, or set "
+                       f"{DOWNLOAD_URL_ENV} to a mirror's URL")
+    return raw.url, raw.url_sha256
+
+
 def download(raw, cache_dir):
-    """Download `raw` into `cache_dir` (kept there: a verified copy is not fetched again), verified."""
+    """Download `raw` into `cache_dir`, verified; a verified copy there is not fetched again, a damaged one is
+    replaced, and a download with the wrong sum is deleted before the error."""
+    url, expected = download_source(raw)
     local = os.path.join(cache_dir, raw.path)
-    if not os.path.isfile(local):
-        try:
-            with urllib.request.urlopen(raw.url, timeout=60) as response, atomic_open(local, binary=True) as f:
-                shutil.copyfileobj(response, f)
-        except (urllib.error.URLError, OSError) as err:
-            reason = getattr(err, "reason", None) or err
-            raise NLGError(f"{raw.url}: download failed ({reason}); offline? use --source DIR (a local mirror)") \
-                from None
-    return _verify(raw, local, raw.url_sha256)
+    if os.path.isfile(local) and (expected is None or sha256_file(local) == expected):
+        return _verify(raw, local, expected)
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, atomic_open(local, binary=True) as f:
+            shutil.copyfileobj(response, f)
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", None) or err
+        code = f"HTTP {err.code} " if isinstance(err, urllib.error.HTTPError) else ""
+        raise NLGError(f"{url}: download failed ({code}{reason}); offline? use --source DIR (a local mirror)") \
+            from None
+    actual = sha256_file(local)
+    if expected is not None and actual != expected:
+        os.remove(local)
+        raise NLGError(f"{url}: downloaded sha256 {actual} does not match the recorded {expected} (corrupt or a "
+                       f"different file; not kept)")
+    return _verify(raw, local, expected)
 
 
 def fetch_splits(dataset, source, cache_dir):

@@ -1,12 +1,7 @@
-import pathlib
-import sys
-
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "NLG_jittor" / "src"))
-
-from alignment.train_runs import MICRO, write_dataset  # noqa: E402  (needs tests/ on sys.path: tests/conftest.py)
-from lora_nlg.model import config  # noqa: E402
+from alignment.train_runs import MICRO, write_dataset
+from lora_nlg.model import config
 
 
 @pytest.fixture(autouse=True)

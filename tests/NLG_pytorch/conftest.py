@@ -1,13 +1,8 @@
-import pathlib
-import sys
-
 import pytest
 import torch
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "NLG_pytorch" / "src"))
-
-from alignment.train_runs import MICRO, write_dataset  # noqa: E402  (needs tests/ on sys.path: tests/conftest.py)
-from lora_nlg.model import config  # noqa: E402
+from alignment.train_runs import MICRO, write_dataset
+from lora_nlg.model import config
 
 
 @pytest.fixture(scope="module")

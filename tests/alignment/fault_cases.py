@@ -1,7 +1,7 @@
 """Bad input and faults for gpt2_ft.py and gpt2_beam.py, written once and collected by both trees' test_faults.py.
 
-Each tree's tests/NLG_<framework>/conftest.py puts its src/ first on sys.path, so `gpt2_ft` / `gpt2_beam`
-below are that tree's scripts; the runs use the micro card (registered by the `micro_card` fixture).
+Each tree's tests run in that tree's venv, where its src/ is installed, so `gpt2_ft` / `gpt2_beam` below are
+that tree's scripts; the runs use the micro card (registered by the `micro_card` fixture).
 Every case ends in a one-line `error: <file>: <problem>` with exit code 2, or in correct behaviour.
 """
 import json
@@ -22,6 +22,7 @@ from lora_nlg.pipeline.frameworks import framework_python
 from lora_nlg.util.errors import run_cli
 from lora_nlg.util.jsonl import write_jsonl
 from lora_nlg.util.work_dir import locked_work_dir
+from testpaths import script_env
 
 KILL_SCRIPT = pathlib.Path(__file__).with_name("kill_resume.py")
 
@@ -147,7 +148,8 @@ def test_a_missing_lora_checkpoint_is_named(data, tmp_path, capsys):
 def kill_and_resume(framework, data, tmp_path, kills):
     """Run kill_resume.py (a process of its own: Jittor ends the process whose child dies of SIGKILL)."""
     result = subprocess.run([framework_python(framework), str(KILL_SCRIPT), framework, str(data[0]), str(data[1]),
-                             str(tmp_path), str(kills)], capture_output=True, text=True, timeout=900)
+                             str(tmp_path), str(kills)], capture_output=True, text=True, timeout=900,
+                            env=script_env())
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return json.loads(result.stdout.splitlines()[-1])
 

@@ -1,6 +1,6 @@
 """Kill gpt2_ft.py with SIGKILL at random moments, resume it each time, and compare with an unbroken run.
 
-    python tests/alignment/kill_resume.py FRAMEWORK TRAIN VALID OUT_DIR KILLS
+    PYTHONPATH=tests python tests/alignment/kill_resume.py FRAMEWORK TRAIN VALID OUT_DIR KILLS
 
 Runs in either venv and imports no framework itself (the Jittor runtime ends a process whose child
 dies of SIGKILL, so the killing happens here, not in pytest). Each child trains the micro card for
@@ -11,34 +11,29 @@ unbroken run's, and which `*.partial` files are left.
 import glob
 import json
 import os
-import pathlib
 import random
 import signal
 import subprocess
 import sys
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from alignment.train_runs import SEED, events, micro_argv  # noqa: E402
-from lora_nlg.checkpoints.adapter import load_adapter  # noqa: E402
-from lora_nlg.pipeline.frameworks import framework_cwd, framework_python  # noqa: E402
-from lora_nlg.train.state import STATE_FILE  # noqa: E402
+from alignment.train_runs import SEED, events, micro_argv
+from lora_nlg.checkpoints.adapter import load_adapter
+from lora_nlg.pipeline.frameworks import framework_cwd, framework_python
+from lora_nlg.train.state import STATE_FILE
 
 MAX_STEP = 150
 COMMON = ["--max_step", str(MAX_STEP), "--max_epoch", "100", "--grad_acc", "2", "--lora_dropout", "0.1",
           "--log_interval", "1", "--eval_interval", "7", "--save_interval", "1"]
-RUNNER = ("import sys; sys.path[:0] = ['src', sys.argv.pop(1)]\n"
-          "from alignment.train_runs import MICRO\nfrom lora_nlg.model import config\n"
+RUNNER = ("import sys\nfrom alignment.train_runs import MICRO\nfrom lora_nlg.model import config\n"
           "config.CARDS['gpt2.micro'] = MICRO\nimport gpt2_ft\ngpt2_ft.main(gpt2_ft.TrainEngine, sys.argv[1:])\n")
-TESTS = str(pathlib.Path(__file__).resolve().parents[1])
 
 
 def start(framework, data, work_dir, resume):
     argv = micro_argv(data, work_dir, *COMMON, *(["--resume"] if resume else []))
-    return subprocess.Popen([framework_python(framework), "-c", RUNNER, TESTS, *argv], cwd=framework_cwd(framework),
+    return subprocess.Popen([framework_python(framework), "-c", RUNNER, *argv], cwd=framework_cwd(framework),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
 

@@ -1,6 +1,6 @@
 """peft side of the Jittor test of peft adapters (run in .venv-torch, as a subprocess: peft needs torch).
 
-    .venv-torch/bin/python tests/alignment/peft_side.py --base HF_DIR --peft_out DIR --seed S \
+    PYTHONPATH=tests .venv-torch/bin/python tests/alignment/peft_side.py --base HF_DIR --peft_out DIR --seed S \
         --decode_dir WORK_DIR -- GPT2_BEAM_FLAGS
         makes a LoRA adapter with peft itself (get_peft_model on transformers' GPT2LMHeadModel of HF_DIR,
         PEFT_CONFIG, every lora_B ~ N(0, B_STD) with seed S) and saves it with save_pretrained to DIR; imports
@@ -12,18 +12,13 @@ The Jittor test imports DIR in its own venv and decodes its import with the same
 """
 import argparse
 import pathlib
-import sys
 
 import torch
+from peft import LoraConfig, get_peft_model
+from transformers import GPT2LMHeadModel
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT / "NLG_pytorch" / "src"), str(ROOT / "tests")]
-
-from peft import LoraConfig, get_peft_model  # noqa: E402
-from transformers import GPT2LMHeadModel  # noqa: E402
-
-from alignment.torch_beam_reference import decode  # noqa: E402
-from testpaths import load_script  # noqa: E402
+from alignment.torch_beam_reference import decode
+from testpaths import load_script
 
 # the four GPT-2 projections, with a rank and an alpha per module: the import pads ranks and rescales B
 PEFT_CONFIG = dict(r=4, lora_alpha=16, target_modules=["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"],

@@ -1,7 +1,7 @@
 """Several processes against one, under each framework's own launcher (torchrun / mpirun): gpt2.tiny LoRA on the
 E2E sample (data/prepare.py's files).
 
-    python tests/alignment/ranks_cases.py CASE FRAMEWORK ARGS...   (prints one JSON line of measurements)
+    PYTHONPATH=tests python tests/alignment/ranks_cases.py CASE FRAMEWORK ARGS...  (prints one JSON line)
 
     train FRAMEWORK TRAIN VALID OUT      1 process x batch 8 (OUT/one) vs 2 x batch 4 (OUT/two), dropout 0
     beam FRAMEWORK ADAPTER TEST OUT [N]  the adapter decoded by 1 process (OUT/one) and by 2 (OUT/two), or by N only
@@ -19,14 +19,13 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from alignment.train_runs import SEED, events  # noqa: E402
-from lora_nlg.checkpoints.adapter import load_adapter  # noqa: E402
-from lora_nlg.pipeline.frameworks import framework_cwd, framework_script, launch_command  # noqa: E402
-from lora_nlg.train.state import STATE_FILE  # noqa: E402
+from alignment.train_runs import SEED, events
+from lora_nlg.checkpoints.adapter import load_adapter
+from lora_nlg.pipeline.frameworks import framework_cwd, framework_script, launch_command
+from lora_nlg.train.state import STATE_FILE
+from testpaths import script_env
 
 CARD = "gpt2.tiny"
 # the SQuAD project's adapter (attn+mlp, r=8), lr 2e-3 after 5 warm-up steps (as test_alignment_train.py)
@@ -179,7 +178,7 @@ def e2e_sample(out, mirror):
 def run_case(case, framework, *args):
     """A case run as a subprocess of this python (a test process never parents the launchers itself)."""
     done = subprocess.run([sys.executable, __file__, case, framework, *map(str, args)], capture_output=True,
-                          text=True, timeout=900)
+                          text=True, timeout=900, env=script_env())
     assert done.returncode == 0, f"{case} {framework}: exit {done.returncode}\n{done.stdout[-2000:]}\n" \
                                  f"{done.stderr[-3000:]}"
     return json.loads(done.stdout.splitlines()[-1])

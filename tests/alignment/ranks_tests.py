@@ -1,6 +1,6 @@
 """Two processes compute what one computes: the tests of both trees' test_distributed.py, written once (each tree
 collects them with `import *`; the cases run as subprocesses: tests/alignment/ranks_cases.py). FRAMEWORK is the
-tree whose src/ the conftest put first on sys.path."""
+tree installed in the venv the tests run in."""
 import pytest
 
 from alignment.ranks_cases import e2e_sample, run_case

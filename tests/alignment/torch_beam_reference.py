@@ -1,6 +1,6 @@
 """PyTorch side of the Jittor beam-search alignment tests (run in .venv-torch, as a subprocess).
 
-    .venv-torch/bin/python tests/alignment/torch_beam_reference.py --write_adapter STEM --lora_seed S \
+    PYTHONPATH=tests .venv-torch/bin/python tests/alignment/torch_beam_reference.py --write_adapter STEM --lora_seed S \
         [--decode ADAPTER WORK_DIR]... -- GPT2_BEAM_FLAGS
         writes the adapter torch saves from a GPT2LMModel holding tests/alignment/fixtures.py's LoRA
         weights (seed S, B ~ N(0, beam_cases.ADAPTER_B_STD)) for the model of `--model_card`, then runs
@@ -13,20 +13,16 @@ with the same flags, so both frameworks decode from the same files.
 import argparse
 import contextlib
 import pathlib
-import sys
 
 import torch
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT / "NLG_pytorch" / "src"), str(ROOT / "tests")]
-
-import gpt2_beam  # noqa: E402
-from alignment.beam_cases import ADAPTER_B_STD  # noqa: E402
-from alignment.fixtures import lora_weights  # noqa: E402
-from lora import set_trainable, trainable_state_dict  # noqa: E402
-from lora_nlg.checkpoints.adapter import save_adapter  # noqa: E402
-from lora_nlg.model.config import LoRAConfig, get_card  # noqa: E402
-from model import GPT2LMModel  # noqa: E402
+import gpt2_beam
+from alignment.beam_cases import ADAPTER_B_STD
+from alignment.fixtures import lora_weights
+from lora import set_trainable, trainable_state_dict
+from lora_nlg.checkpoints.adapter import save_adapter
+from lora_nlg.model.config import LoRAConfig, get_card
+from model import GPT2LMModel
 
 LORA = LoRAConfig(r=4, alpha=32, targets="q,v")
 

@@ -1,13 +1,13 @@
 """PyTorch reference values for the Jittor alignment tests (run in .venv-torch, as a subprocess).
 
-    .venv-torch/bin/python tests/alignment/torch_reference.py OUT_DIR
+    PYTHONPATH=tests .venv-torch/bin/python tests/alignment/torch_reference.py OUT_DIR
         writes OUT_DIR/cases.json, OUT_DIR/base.npz (the batch and the base weights, shared by all
         cases) and per case OUT_DIR/<case>.npz: LoRA weights, logits, loss, gradients and the trained
         weights after one clipped AdamW step; plus the adapter torch saves after that step
         (OUT_DIR/adapter/model.1.*) and its logits.
-    .venv-torch/bin/python tests/alignment/torch_reference.py --adapter STEM --base OUT_DIR/base.npz --out NPZ
-        logits of the base weights with the adapter at STEM on the stored batch, so an adapter
-        written by Jittor is checked in torch.
+    PYTHONPATH=tests .venv-torch/bin/python tests/alignment/torch_reference.py --adapter STEM --base BASE.npz --out NPZ
+        logits of the base weights (BASE.npz: OUT_DIR/base.npz) with the adapter at STEM on the stored
+        batch, so an adapter written by Jittor is checked in torch.
 
 Everything the Jittor side computes from comes out of these files (weights included), so the two
 frameworks see bit-identical inputs. gpt2.tiny keeps the real 50257-token vocabulary and LM head;
@@ -17,20 +17,16 @@ import argparse
 import json
 import os
 import pathlib
-import sys
 
 import numpy as np
 import torch
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT / "NLG_pytorch" / "src"), str(ROOT / "tests")]
-
-from alignment.fixtures import lora_weights, random_weights, synthetic_batch  # noqa: E402
-from lora import set_trainable, trainable_state_dict  # noqa: E402
-from lora_nlg.checkpoints.adapter import load_adapter, save_adapter  # noqa: E402
-from lora_nlg.model.config import LoRAConfig, get_card  # noqa: E402
-from model import GPT2LMModel  # noqa: E402
-from optim import AdamW, clip_grad_norm  # noqa: E402
+from alignment.fixtures import lora_weights, random_weights, synthetic_batch
+from lora import set_trainable, trainable_state_dict
+from lora_nlg.checkpoints.adapter import load_adapter, save_adapter
+from lora_nlg.model.config import LoRAConfig, get_card
+from model import GPT2LMModel
+from optim import AdamW, clip_grad_norm
 
 CARD = "gpt2.tiny"
 SEED = 17

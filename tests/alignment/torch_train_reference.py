@@ -1,6 +1,7 @@
 """PyTorch side of the training alignment tests: adapters trained by either tree, loaded in torch (run in .venv-torch).
 
-    .venv-torch/bin/python tests/alignment/torch_train_reference.py --valid VALID.jsonl --out OUT.npz STEM [STEM ...]
+    PYTHONPATH=tests .venv-torch/bin/python tests/alignment/torch_train_reference.py --valid VALID.jsonl --out OUT.npz \
+        STEM [STEM ...]
 
 For adapter i (at `STEM`, written by either framework's gpt2_ft.py) OUT.npz holds `weights.<i>.<name>`, the
 adapter tensors as the torch model holds them after loading, and `logits.<i>`, the logits of the
@@ -8,19 +9,14 @@ base weights gpt2_ft.py starts from (the shared numpy init of the adapter's card
 adapter, in eval mode, on the first --rows examples of VALID (lora_nlg batching, as in training).
 """
 import argparse
-import pathlib
-import sys
 
 import numpy as np
 import torch
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT / "NLG_pytorch" / "src"), str(ROOT / "tests")]
-
-from alignment.train_runs import logits_batch  # noqa: E402
-from lora_nlg.checkpoints.adapter import load_adapter  # noqa: E402
-from lora_nlg.model.init_weights import init_gpt2_weights  # noqa: E402
-from model import GPT2LMModel  # noqa: E402
+from alignment.train_runs import logits_batch
+from lora_nlg.checkpoints.adapter import load_adapter
+from lora_nlg.model.init_weights import init_gpt2_weights
+from model import GPT2LMModel
 
 
 def adapter_in_torch(stem, seed, batch):

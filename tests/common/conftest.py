@@ -10,7 +10,6 @@ from testpaths import VOCAB
 @pytest.fixture(scope="session")
 def tokenizer():
     """GPT2Tokenizer on the mirror's vocab (encoder.json + vocab.bpe)."""
-    assert VOCAB.is_dir(), f"{VOCAB}: reference mirror missing (set LORA_NLG_MIRROR)"
     return GPT2Tokenizer(str(VOCAB))
 
 

@@ -177,14 +177,16 @@ def test_dart_source_without_train_or_pool_is_an_error(tmp_path):
         fetch.fetch_splits("dart", str(tmp_path), str(tmp_path / "cache"))
 
 
-def test_download_is_cached_verified_and_fails_in_one_line_offline(tmp_path):
+def test_download_is_cached_verified_and_fails_in_one_line_offline(tmp_path, monkeypatch):
+    monkeypatch.delenv(fetch.DOWNLOAD_URL_ENV, raising=False)  # each file's own url
     original = MIRROR / "data/e2e/valid.txt"
     good = fetch.RawFile("data/e2e/valid.txt", original.as_uri(), None, fetch.RAW_SPLITS["e2e"]["valid"].sha256)
     fetched = fetch.download(good, str(tmp_path))
     assert fetched.verified and pathlib.Path(fetched.local).read_bytes() == original.read_bytes()
     wrong = good._replace(path="data/e2e/other.txt", url_sha256="0" * 64)
-    with pytest.raises(NLGError, match="other.txt: sha256 .* does not match the recorded 0000"):
+    with pytest.raises(NLGError, match="valid.txt: downloaded sha256 .* does not match the recorded 0000.*not kept"):
         fetch.download(wrong, str(tmp_path))
+    assert not (tmp_path / "data/e2e/other.txt").exists()
     offline = good._replace(path="data/e2e/gone.txt", url=(tmp_path / "nowhere.txt").as_uri())
     with pytest.raises(NLGError, match="nowhere.txt: download failed .*; offline\\? use --source DIR"):
         fetch.download(offline, str(tmp_path))

@@ -1,6 +1,7 @@
 """scripts/gpu_check.sh, the prepared device check, run end to end on the CPU (--smoke: gpt2.tiny, a few steps,
 random data) so it cannot rot; and its FLOP count, peak table and imports checked by hand."""
 import json
+import os
 import subprocess
 import sys
 
@@ -109,12 +110,14 @@ def test_peak_table():
 def test_the_device_machine_needs_only_its_packages():
     """The GPU machine has python3 with torch, numpy, safetensors, tokenizers, tqdm and transformers only: the CLIs
     and gpu_check.py import nothing else (no matplotlib, nltk, scorers, jittor, pytest)."""
-    code = ("import sys, importlib.util\nsys.path[:0] = [%r, %r]\nimport gpt2_ft, gpt2_beam\n"
+    code = ("import sys, importlib.util\nimport gpt2_ft, gpt2_beam\n"
             "spec = importlib.util.spec_from_file_location('gpu_check', %r)\n"
             "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
             "print(' '.join(sorted({m.split('.')[0] for m in sys.modules} - set(sys.stdlib_module_names))))"
-            % (str(ROOT / "NLG_pytorch" / "src"), str(ROOT), str(ROOT / "scripts" / "gpu_check.py")))
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+            % str(ROOT / "scripts" / "gpu_check.py"))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "NLG_pytorch" / "src")])}  # as there
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT,
+                            env=env)
     local = {"gpt2_ft", "gpt2_beam", "model", "lora", "optim", "distributed", "lora_nlg"}
     available = {"torch", "numpy", "safetensors", "tokenizers", "tqdm", "transformers"}
     torch_own = {"torchgen", "typing_extensions", "sympy", "mpmath", "networkx", "jinja2", "markupsafe", "filelock",

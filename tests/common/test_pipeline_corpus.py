@@ -17,7 +17,7 @@ from lora_nlg.data.tokenizer import EOS_ID, GPT2Tokenizer
 from lora_nlg.model.config import GPT2Config
 from lora_nlg.model.init_weights import init_gpt2_weights
 from lora_nlg.util.errors import NLGError
-from testpaths import MIRROR
+from testpaths import MIRROR, squad_train_file
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -94,7 +94,7 @@ def test_corpus_cli_writes_e2e_free_lm_examples_from_the_mirror(tmp_path):
     assert dart["records"] == 400 and dart["e2e_records_removed"] > 0
     assert dart["kept"] + dart["e2e_records_removed"] == 400
     squad_train = manifest["sources"]["squad/train"]
-    assert squad_train["paragraphs"] == 400 and squad_train["file"].endswith("train-v1.1.reconstructed.json")
+    assert squad_train["paragraphs"] == 400 and squad_train["file"].endswith(squad_train_file())
     tokenizer = GPT2Tokenizer(tmp_path / "vocab")
     rows = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
     assert len(rows) == manifest["files"]["train.jsonl"]["examples"]

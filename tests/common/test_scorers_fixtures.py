@@ -1,6 +1,6 @@
-"""The scorer CLIs print exactly what the official scorers printed on the shared fixtures.
+"""The scorer CLIs print exactly what the official scorers printed on the committed fixtures.
 
-Expected values: shared/scorer_fixtures/README.md (official e2e-metrics `measure_scores.py -p` and
+Expected values: tests/fixtures/scorers/README.md (official e2e-metrics `measure_scores.py -p` and
 GenerationEval `eval.py` runs on these files). Needs Java, as the official scorers do.
 """
 import json
@@ -8,7 +8,7 @@ import json
 import pytest
 
 from testpaths import SCORER_FIXTURES as FIXTURES
-from testpaths import run_script
+from testpaths import run_script, sha256s
 
 
 def test_measure_scores_prints_the_official_e2e_block(tmp_path):
@@ -34,3 +34,10 @@ def test_generation_eval_matches_official_dart_values(tmp_path):
     assert round(scores["ter"], 6) == 0.511369
     assert round(scores["chrf++"], 6) == 0.628864
     assert "BLEU       46.64" in result.stdout.splitlines()
+
+
+def test_the_committed_fixtures_are_the_files_their_readme_describes():
+    block = (FIXTURES / "README.md").read_text(encoding="utf-8").split("## sha256\n```\n")[1].split("```")[0]
+    listed = {name: digest for digest, name in (line.split("  ") for line in block.splitlines())}
+    assert listed == {f"{folder}/{name}": digest for folder in ("e2e", "dart")
+                      for name, digest in sha256s(FIXTURES / folder).items()}
