@@ -7,22 +7,17 @@ favourites) plus a LoRA adapter with B ~ N(0, 1) that makes outputs input-depend
 one written by the torch side (tests/alignment/torch_beam_reference.py, run in .venv-torch as a
 subprocess) and one written here from Jittor weights; each is decoded by both programs.
 """
-import contextlib
-import io
-
 import numpy as np
 import pytest
 
-import gpt2_beam
-from alignment.beam_cases import ADAPTER_B_STD, E2E_FLAGS, peaked_weights, write_e2e_queries
+from alignment.beam_cases import ADAPTER_B_STD, E2E_FLAGS, Run, peaked_weights, write_e2e_queries
 from alignment.fixtures import lora_weights
 from alignment.torch_side import run_torch_script
-from jittor_env import jt
+from jittor_decode import decode_in_jittor
 from lora import set_trainable, trainable_state_dict
 from lora_nlg.checkpoints.adapter import load_adapter, save_adapter
 from lora_nlg.checkpoints.tensor_files import save_safetensors
 from lora_nlg.model.config import LoRAConfig, get_card
-from lora_nlg.util.jsonl import read_jsonl
 from model import GPT2LMModel
 
 REFERENCE_SCRIPT = "torch_beam_reference.py"  # in tests/alignment
@@ -40,25 +35,6 @@ def write_jittor_adapter(stem):
     model.load_weights({**model.numpy_weights(), **lora})  # the base stays zeros: an adapter holds LoRA only
     set_trainable(model, LORA)
     return save_adapter(stem, model.numpy_weights(list(trainable_state_dict(model))), config, LORA, CARD, 1, "jittor")
-
-
-def decode_in_jittor(adapter, work_dir, beam_flags):
-    """Run Jittor's gpt2_beam.py main as the torch side runs its own; returns what it printed."""
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed), jt.flag_scope(use_cuda=jt.flags.use_cuda):  # --device cpu: not after
-        gpt2_beam.main([*beam_flags, "--lora_checkpoint", str(adapter), "--work_dir", str(work_dir)])
-    return printed.getvalue()
-
-
-class Run:
-    """Predictions and printed lines of one decode, with its work_dir written as WORK so runs compare."""
-
-    def __init__(self, work_dir, printed):
-        self.file = (work_dir / "predict.jsonl").read_bytes()
-        self.predictions = [item for _, item in read_jsonl(work_dir / "predict.jsonl")]
-        self.lines = [line.replace(str(work_dir), "WORK") for line in printed.splitlines()
-                      if not line.startswith("decoded ")]  # the timing line
-        self.timing = [line for line in printed.splitlines() if line.startswith("decoded ")]
 
 
 @pytest.fixture(scope="module")

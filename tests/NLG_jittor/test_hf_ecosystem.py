@@ -4,13 +4,13 @@ This test writes a base (gpt2.tiny, random, peaked: tests/alignment/beam_cases.p
 and a few E2E test inputs; tests/alignment/peft_side.py (in .venv-torch: peft needs torch) makes the adapter
 with peft's get_peft_model + save_pretrained, imports it and decodes the import with PyTorch's gpt2_beam.py.
 Here the same peft folder is imported again, in the Jittor venv, and decoded with Jittor's gpt2_beam.py
-(test_beam_alignment's helpers): the two imports are the same bytes and give the same predictions.
+(tests/NLG_jittor/jittor_decode.py): the two imports are the same bytes and give the same predictions.
 """
 import pytest
-from test_beam_alignment import Run, decode_in_jittor
 
-from alignment.beam_cases import E2E_FLAGS, peaked_weights, write_e2e_queries
+from alignment.beam_cases import E2E_FLAGS, Run, peaked_weights, write_e2e_queries
 from alignment.torch_side import run_torch_script
+from jittor_decode import decode_in_jittor
 from lora_nlg.checkpoints.adapter import load_adapter
 from lora_nlg.checkpoints.hf_export import write_hf_gpt2
 from lora_nlg.model.config import get_card

@@ -13,6 +13,7 @@ from lora_nlg.data.batching import query_batches
 from lora_nlg.data.format_converting import format_e2e
 from lora_nlg.data.tokenizer import GPT2Tokenizer, encode_records
 from lora_nlg.decode.beam import BeamSettings
+from lora_nlg.util.jsonl import read_jsonl
 from testpaths import MIRROR
 
 EOS_IDS = (5, 17)
@@ -98,3 +99,14 @@ def peaked_weights(config, seed, embedding_scale=10.0):
     """Random GPT-2 weights (tests/alignment/fixtures.py) with embeddings scaled up, so logits spread ~2
     over the vocabulary instead of ~0.2 and each step has a few clear favourites."""
     return random_weights(config, seed, embedding_scale=embedding_scale)
+
+
+class Run:
+    """Predictions and printed lines of one decode, with its work_dir written as WORK so runs compare."""
+
+    def __init__(self, work_dir, printed):
+        self.file = (work_dir / "predict.jsonl").read_bytes()
+        self.predictions = [item for _, item in read_jsonl(work_dir / "predict.jsonl")]
+        self.lines = [line.replace(str(work_dir), "WORK") for line in printed.splitlines()
+                      if not line.startswith("decoded ")]  # the timing line
+        self.timing = [line for line in printed.splitlines() if line.startswith("decoded ")]
