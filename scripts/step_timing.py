@@ -7,8 +7,11 @@ Batch: 8 synthetic rows of 64 tokens (contexts of 40, completions of 24: loss on
 --completion), LoRA r=4 on q,v (or --lora attn_mlp: the SQuAD project's r=8 on attention + MLP) with dropout 0.1,
 label smoothing 0.1, clip 1.0; weights from the shared numpy init.
 Warm-up steps (Jittor compiles its kernels there) are not timed; Jittor is synchronised every step.
+--profile N: after the timed steps, one more step under the framework's profiler (torch.profiler, CPU self time;
+jt.profile_scope, each fused kernel's time), and its N costliest operators with their share of the step.
 """
 import argparse
+import re
 import statistics
 import time
 
@@ -66,6 +69,45 @@ def training_step(framework, config, batch, lora):
     return step
 
 
+def profile_rows(framework, step):
+    """[(operator, ms, calls)] of one step, costliest first, from the framework's own profiler."""
+    if framework == "torch":
+        from torch.profiler import ProfilerActivity, profile
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            step()
+        rows = [(e.key, e.self_cpu_time_total / 1000.0, e.count) for e in prof.key_averages()]
+    else:
+        from jittor_env import jt
+        with jt.profile_scope() as report:
+            step()
+        header, *table = report
+        name, total, count = (header.index(k) for k in ("Name", "TotalTime", "Count"))
+        rows = [(row[name], float(row[total]) / 1e6, int(row[count])) for row in table]  # ns -> ms
+    return sorted(rows, key=lambda row: -row[1])
+
+
+def short_name(name):
+    """An operator's name for a table: Jittor's fused-kernel keys («opkey0:binary«...«OP:add«...) become the
+    operations they fuse (array / broadcast_to / reindex left out) and the float64 mark when any part is float64."""
+    if "«opkey" not in name:
+        return name.split("«")[0]
+    ops = []
+    for part in name.split("«opkey")[1:]:
+        kind = part.split(":", 1)[1].split("«")[0]
+        op = re.search(r"«OP:(\w+)", part)
+        if kind not in ("array", "broadcast_to", "reindex", "reindex_reduce"):
+            ops.append(op.group(1) if op else kind)
+    counted = [f"{op} x{ops.count(op)}" if ops.count(op) > 1 else op for op in dict.fromkeys(ops)]
+    return f"fused[{', '.join(counted) or 'copy'}]" + (" float64" if "float64" in name else "")
+
+
+def print_profile(rows, top):
+    total = sum(ms for _, ms, _ in rows)
+    print(f"profile: {total:.1f} ms in {len(rows)} operators; the {top} costliest:")
+    for name, ms, calls in rows[:top]:
+        print(f"  {ms:9.2f} ms {100 * ms / total:5.1f} %  x{calls:<4d} {short_name(name)[:110]}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("framework", choices=FRAMEWORKS)
@@ -75,6 +117,7 @@ def main():
     parser.add_argument("--lora", default="qv", choices=list(LORAS))
     parser.add_argument("--context", type=int, default=40, help="context tokens per row")
     parser.add_argument("--completion", type=int, default=24, help="completion tokens per row (with a loss)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N", help="print the N costliest operators")
     args = parser.parse_args()
     config = get_card(args.card)
     batch = timing_batch(config, context=args.context, completion=args.completion)
@@ -91,6 +134,8 @@ def main():
     print(f"{args.framework} {args.card} LoRA {args.lora} batch {batch.input.shape[0]}x{batch.input.shape[1]} "
           f"({int(batch.mask.sum())} loss positions): median {statistics.median(times):.1f} ms/step, "
           f"min {min(times):.1f}, max {max(times):.1f} over {args.steps} steps (warm-up {warmup_s:.1f} s)")
+    if args.profile:
+        print_profile(profile_rows(args.framework, step), args.profile)
 
 
 if __name__ == "__main__":
