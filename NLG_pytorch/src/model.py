@@ -65,6 +65,16 @@ def log_softmax(x):
     return torch.log_softmax(x, dim=-1)
 
 
+def token_losses(logits, target, label_smooth):
+    """Per row of logits [N, vocab]: -log p(target), mixed with the mean over the vocabulary of -log p by
+    label_smooth (the reference's label smoothing)."""
+    logprobs = log_softmax(logits)
+    per_token = -logprobs.gather(1, target[:, None]).reshape(-1)
+    if label_smooth > 0:
+        per_token = (1.0 - label_smooth) * per_token + label_smooth * (-logprobs.mean(-1))
+    return per_token
+
+
 class LayerNorm(nn.Module):
     """Two-pass LayerNorm as the reference: mean, then the mean of squared deviations (eps inside the sqrt)."""
 
@@ -331,10 +341,7 @@ class GPT2LMModel(nn.Module):
         if index is None:
             index = torch.nonzero(flat_mask > 0).reshape(-1)
         h = hidden.reshape(-1, hidden.shape[-1])[index]
-        logprobs = log_softmax(self.logits(h))
-        per_token = -logprobs.gather(1, target.reshape(-1)[index][:, None]).reshape(-1)
-        if label_smooth > 0:
-            per_token = (1.0 - label_smooth) * per_token + label_smooth * (-logprobs.mean(-1))
+        per_token = token_losses(self.logits(h), target.reshape(-1)[index], label_smooth)
         loss = (per_token * flat_mask[index]).sum() / ((flat_mask.sum() if total is None else total) + LOSS_EPS)
         return loss, int(index.shape[0])
 

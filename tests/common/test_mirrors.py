@@ -11,7 +11,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 TREES = ("pytorch", "jittor")
 SRC = {framework: ROOT / f"NLG_{framework}" / "src" for framework in TREES}
 PAIRS = ("distributed.py", "gpt2_beam.py", "gpt2_decode.py", "gpt2_ft.py", "lora.py", "model.py", "optim.py")
-ONLY_IN = {"pytorch": set(), "jittor": {"jittor_env.py"}}  # sets Jittor's environment before its import
+ONLY_IN = {"pytorch": set(), "jittor": {"jittor_env.py", "cpu_kernels.py"}}  # Jittor set-up; C++ CPU kernels
 SAME_METHOD = {"execute": "forward"}  # a jt.Module runs `execute` where a torch nn.Module runs `forward`
 # definitions one framework needs and the other has no counterpart for: (tree, file, name) -> why
 FRAMEWORK_ONLY = {
