@@ -9,6 +9,9 @@ one subprocess at a time, on the prepared E2E sample (data/e2e/sampled_18pct):
   real (non-pad) tokens/s from log.jsonl, peak resident memory of the process (host RAM; on a GPU
   the device memory is not in it). Dynamic padding and `--fixed_padding` (every row padded to 512,
   as the reference) see the same batches, so their losses must agree ("at equal loss").
+- sequence length (--lengths): the same training with every row exactly L tokens long (windows of the E2E
+  training token stream, the last --length_loss_tokens of each with a loss, as a SQuAD answer after its
+  paragraph): how each framework's step grows with length (attention is quadratic in it).
 - beam search: the first --beam_inputs unique test inputs, beam 10 with the E2E settings, batch 1 vs
   --beam_batch; examples/s as gpt2_beam.py prints it; the two prediction files must be identical.
 Jittor compiles its kernels on first use and caches them on disk, per operator graph and dtype, not per
@@ -93,25 +96,41 @@ class Bench:
         print(f"  {name}: {measured[0]:.1f}s, peak RSS {measured[1]:.0f} MiB", flush=True)
         return measured, cold
 
-    def train(self, framework, card, fixed, nproc=1):
-        """One training run; with nproc > 1 the global batch is the same, --batch / nproc rows in each process."""
+    def length_data(self, length):
+        """A train file of rows exactly `length` tokens long (written once per length): consecutive windows of the
+        E2E training rows' tokens laid end to end, a loss on the last --length_loss_tokens of each."""
+        path = os.path.join(self.scratch, f"train_{length}.jsonl")
+        if not os.path.isfile(path):
+            stream = [t for _, row in read_jsonl(os.path.join(self.data, "train.jsonl"))
+                      for t in row["context"] + row["completion"]]
+            rows = (self.args.warmup + self.args.steps) * self.args.batch
+            cut = length - self.args.length_loss_tokens
+            write_jsonl(path, [{"context": stream[i * length:i * length + cut],
+                                "completion": stream[i * length + cut:(i + 1) * length]} for i in range(rows)])
+        return path
+
+    def train(self, framework, card, fixed, nproc=1, length=None):
+        """One training run; with nproc > 1 the global batch is the same, --batch / nproc rows in each process;
+        `length`: on length_data(length) instead of the E2E sample (dynamic padding: every row that long)."""
         args = self.args
         large = card != "gpt2.tiny"
         batch = args.large_card_batch if large and args.large_card_batch else args.batch
         measured_steps = args.large_card_steps if large and args.large_card_steps else args.steps
-        name = f"train_{framework}_{card}_{'fixed' if fixed else 'dynamic'}" + (f"_{nproc}proc" if nproc > 1 else "")
+        padding = f"{length} tokens" if length else "fixed 512" if fixed else "dynamic"
+        name = f"train_{framework}_{card}_{padding.replace(' ', '_')}" + (f"_{nproc}proc" if nproc > 1 else "")
         work_dir = os.path.join(self.scratch, name)
         settings = {**presets.train_settings("e2e", "paper"), "model_card": card, "train_batch_size": batch // nproc,
                     "max_step": args.warmup + measured_steps, "log_interval": 1, "eval_interval": 10 ** 6,
                     "save_interval": 10 ** 6, "fixed_padding": fixed, "device": args.device}
-        flags = ["--train_data", os.path.join(self.data, "train.jsonl"), "--valid_data", self.valid,
+        train_data = self.length_data(length) if length else os.path.join(self.data, "train.jsonl")
+        flags = ["--train_data", train_data, "--valid_data", self.valid,
                  "--work_dir", work_dir, "--overwrite", *presets.as_flags(settings)]  # (Jittor runs twice in it)
         (wall, rss), cold = self.command(framework, "gpt2_ft.py", flags, name, many_shapes=not fixed, nproc=nproc)
         steps = [e for e in read_log(os.path.join(work_dir, "log.jsonl")) if e["type"] == "train"]
         measured = steps[args.warmup:]
         seconds = sum(e["ms_per_batch"] for e in measured) / 1000
         tokens = sum(e["tokens_per_s"] * e["ms_per_batch"] / 1000 for e in measured)
-        return {"framework": framework, "card": card, "padding": "fixed 512" if fixed else "dynamic",
+        return {"framework": framework, "card": card, "padding": padding,
                 "batch": batch, "processes": nproc, "ms_per_step": 1000 * seconds / len(measured),
                 "real_tokens_per_s": tokens / seconds,
                 "padded_tokens_per_step": sum(e["padded_tokens_per_batch"] for e in measured) / len(measured),
@@ -160,7 +179,7 @@ def verdict(value, target, higher_is_better=True):
 
 def report(results):
     """Markdown tables with the ratios and targets; returns the text."""
-    lines = ["## Training (E2E sample, LoRA r=4 on q,v)", "",
+    lines = ["## Training (E2E sample, LoRA r=4 on q,v; 'N tokens': every row N tokens long)", "",
              "| framework | card | batch | padding | ms/step | real tokens/s | padded tokens/step | peak RSS MiB |",
              "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['framework']} | {r['card']} | {r['batch']} | {r['padding']} | {r['ms_per_step']:.1f} | "
@@ -405,6 +424,9 @@ def parse_args(argv):
     parser.add_argument("--large_card_steps", type=int, default=None if gpu else 2,
                         help="measured steps of the cards beyond gpt2.tiny (CPU default 2, to stay within ~10 min)")
     parser.add_argument("--steps", type=int, default=4, help="measured training steps")
+    parser.add_argument("--lengths", default="186,384", help="sequence lengths of the length section (SQuAD's typical "
+                                                             "186, and 384); empty: skip")
+    parser.add_argument("--length_loss_tokens", type=int, default=32, help="tokens with a loss per row there")
     parser.add_argument("--warmup", type=int, default=1, help="training steps run before measuring")
     parser.add_argument("--beam_inputs", type=int, default=12, help="unique E2E test inputs decoded")
     parser.add_argument("--beam_batch", type=int, default=12, help="batch of the batched beam run")
@@ -427,6 +449,9 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     args.frameworks = [f for f in args.frameworks.split(",") if f]
     args.cards = [c for c in args.cards.split(",") if c]
+    args.lengths = [int(n) for n in args.lengths.split(",") if n]
+    if any(not args.length_loss_tokens < n <= 512 for n in args.lengths) or args.length_loss_tokens < 1:
+        parser.error("--lengths must lie in (--length_loss_tokens, 512], --length_loss_tokens >= 1")
     for framework in args.frameworks:
         if framework not in VENVS:
             parser.error(f"--frameworks: unknown framework {framework!r}")
@@ -454,6 +479,8 @@ def main(argv=None):
         for framework in args.frameworks:
             for fixed in (False, True):
                 train.append(bench.train(framework, card, fixed))
+            for length in args.lengths:
+                train.append(bench.train(framework, card, False, length=length))
     base, model = base_flags(args)
     test = beam_inputs(bench.data, args.beam_inputs, scratch)
     for framework in args.frameworks:

@@ -2,6 +2,8 @@
 import importlib.util
 import pathlib
 
+from lora_nlg.util.jsonl import read_jsonl, write_jsonl
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("benchmark", ROOT / "scripts" / "benchmark.py")
 benchmark = importlib.util.module_from_spec(spec)
@@ -49,3 +51,23 @@ def test_one_against_several_processes_per_framework():
     assert [(r["framework"], r["processes"], r["speedup"]) for r in rows] == [("pytorch", 2, 2.0), ("jittor", 2, 2.0)]
     assert abs(rows[0]["max_loss_diff"] - 1e-6) < 1e-9
     assert "| pytorch | 8 | 100.0 | 2 | 50.0 | 2.00x |" in benchmark.process_report(rows)
+
+
+def test_sequence_length_points_compare_the_frameworks_at_each_length():
+    rows = verdicts([run("pytorch", "186 tokens", [300, 310]), run("jittor", "186 tokens", [330, 372]),
+                     run("pytorch", "384 tokens", [600, 600]), run("jittor", "384 tokens", [900, 960])])
+    assert rows == {"gpt2.tiny 186 tokens: jittor / pytorch ms/step": ("1.15x", "pass (target <= 1.15)"),
+                    "gpt2.tiny 384 tokens: jittor / pytorch ms/step": ("1.55x", "MISS (target <= 1.15)")}
+
+
+def test_length_rows_are_exactly_that_long_with_the_loss_on_their_end(tmp_path):
+    write_jsonl(tmp_path / "train.jsonl", [{"context": list(range(i, i + 30)), "completion": [7, 8, 9]}
+                                          for i in range(200)])
+    bench = object.__new__(benchmark.Bench)
+    bench.args = benchmark.parse_args(["--steps", "2", "--warmup", "1", "--batch", "4", "--length_loss_tokens", "5"])
+    bench.scratch, bench.data = str(tmp_path), str(tmp_path)
+    rows = [row for _, row in read_jsonl(bench.length_data(50))]
+    assert len(rows) == (1 + 2) * 4
+    assert all(len(r["context"]) == 45 and len(r["completion"]) == 5 for r in rows)
+    stream = [t for i in range(200) for t in [*range(i, i + 30), 7, 8, 9]]
+    assert [t for r in rows for t in r["context"] + r["completion"]] == stream[:len(rows) * 50]
