@@ -9,6 +9,8 @@ test_cpu_kernels.py holds them to it, values and gradients); on CUDA model.py ke
   + eps * (lse - mean(x)) with lse = log(sum(exp(x))), in two passes over the [N, vocab] logits (max, then the
   exponentials summed in float64) instead of a float64 copy of them; its gradient,
   g * (softmax(x) - (1 - eps) * onehot(t) - eps / vocab), in one pass.
+- `log_softmax(x)`: model.log_softmax (the beam search's scores) the same way, float32 out; its gradient
+  g - softmax(x) * sum(g).
 - `batched_matmul(a, b, transpose_b)`: a [..., M, K] @ b [..., K, N] (or b^T for b [..., N, K]) as one oneDNN
   sgemm per matrix, where Jittor's CPU backend multiplies 4-D tensors by broadcasting them to [..., M, K, N] and
   reducing (5x slower at 186 tokens); the gradients are the same products. oneDNN is the library Jittor's own
@@ -91,6 +93,57 @@ class SmoothedNLL(jt.Function):
 
 def smoothed_nll(logits, target, eps):
     return SmoothedNLL.apply(logits, target.int32(), eps)
+
+
+_LOG_SOFTMAX = """
+    @alias(x, in0)
+    @alias(y, out0)
+    const int64_t vocab = x_shape{last}, rows = x_shape0 * x_stride0 / vocab;
+    #pragma omp parallel for
+    for (int64_t i = 0; i < rows; i++) {{
+        const float* __restrict__ row = x_p + i * vocab;
+        float* __restrict__ out = y_p + i * vocab;
+        float top = row[0];
+        for (int64_t j = 1; j < vocab; j++) top = row[j] > top ? row[j] : top;
+        double exps = 0.0;
+        for (int64_t j = 0; j < vocab; j++) exps += (double)expf(row[j] - top);
+        const double log_sum = (double)top + log(exps);
+        for (int64_t j = 0; j < vocab; j++) out[j] = (float)((double)row[j] - log_sum);
+    }}
+"""
+
+_LOG_SOFTMAX_GRAD = """
+    @alias(y, in0)
+    @alias(g, in1)
+    @alias(dx, out0)
+    const int64_t vocab = y_shape{last}, rows = y_shape0 * y_stride0 / vocab;
+    #pragma omp parallel for
+    for (int64_t i = 0; i < rows; i++) {{
+        const float* __restrict__ logp = y_p + i * vocab;
+        const float* __restrict__ grad = g_p + i * vocab;
+        float* __restrict__ out = dx_p + i * vocab;
+        double total = 0.0;
+        for (int64_t j = 0; j < vocab; j++) total += (double)grad[j];
+        for (int64_t j = 0; j < vocab; j++) out[j] = grad[j] - expf(logp[j]) * (float)total;
+    }}
+"""
+
+
+class LogSoftmax(jt.Function):
+    """Log-softmax over the last dimension of a float32 tensor."""
+
+    def execute(self, x):
+        last = len(x.shape) - 1
+        self.logp = jt.code(x.shape, "float32", [x], cpu_src=_LOG_SOFTMAX.format(last=last))
+        return self.logp
+
+    def grad(self, grad_y):
+        last = len(self.logp.shape) - 1
+        return jt.code(self.logp.shape, "float32", [self.logp, grad_y], cpu_src=_LOG_SOFTMAX_GRAD.format(last=last))
+
+
+def log_softmax(x):
+    return LogSoftmax.apply(x)
 
 
 _SGEMM_HEADER = """

@@ -84,7 +84,10 @@ def log_softmax(x):
     Two Jittor-specific steps: the row max is a constant shift (jt.nn.log_softmax differentiates through
     it, so the float32 rounding of a 50257-term sum, ~1e-3, lands on each row's top logit), and the
     row sums run in float64 (Jittor's float32 sums over 50257 terms put the LoRA gradients ~2e-5 from
-    float64, torch's ~1e-6; in float64 Jittor's are ~1e-6 too, for ~20 ms of a ~300 ms gpt2.tiny step)."""
+    float64, torch's ~1e-6; in float64 Jittor's are ~1e-6 too). On the CPU in float32 a C++ kernel computes the
+    same (cpu_kernels.log_softmax: float64 sums, no float64 copy of x)."""
+    if cpu_kernels.available(x):
+        return cpu_kernels.log_softmax(x)
     x = x.float64()
     shifted = x - x.max(-1, keepdims=True).stop_grad()
     return (shifted - shifted.exp().sum(-1, keepdims=True).log()).float32()

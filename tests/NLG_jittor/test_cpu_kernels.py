@@ -23,9 +23,16 @@ def reference(x, target, eps, weights):
     return loss, grad
 
 
+def plain_log_softmax(x):
+    """model.log_softmax's written-out lines (what CUDA runs)."""
+    x = x.float64()
+    shifted = x - x.max(-1, keepdims=True).stop_grad()
+    return (shifted - shifted.exp().sum(-1, keepdims=True).log()).float32()
+
+
 def plain(x, target, eps):
     """The expression token_losses runs on CUDA (and ran on the CPU before the kernel)."""
-    logprobs = model.log_softmax(x)
+    logprobs = plain_log_softmax(x)
     per_token = -logprobs.gather(1, target[:, None]).reshape(-1)
     return (1.0 - eps) * per_token + eps * (-logprobs.mean(-1)) if eps > 0 else per_token
 
@@ -147,3 +154,22 @@ def test_masked_softmax_values_and_gradients(mask_batch):
         np.testing.assert_allclose(probs.numpy(), want, rtol=1e-6, atol=1e-7, err_msg=name)
         np.testing.assert_allclose(grad, want_grad, rtol=1e-5, atol=1e-6, err_msg=name)
         assert (probs.numpy()[np.broadcast_to(blocked, scores.shape)] == 0).all(), name
+
+
+def test_log_softmax_values_and_gradients():
+    """The beam search's [rows, vocab] scores (and a 3-D input): values to float32 rounding, the gradient too."""
+    for shape, scale in (((30, 50257), 3.0), ((2, 3, 11), 50.0)):
+        rng = np.random.default_rng(len(shape))
+        x = rng.normal(0, scale, shape).astype(np.float32)
+        weights = rng.normal(size=shape).astype(np.float32)
+        x64 = x.astype(np.float64)
+        want = x64 - x64.max(-1, keepdims=True)
+        want -= np.log(np.exp(want).sum(-1, keepdims=True))
+        want_grad = weights - np.exp(want) * weights.sum(-1, keepdims=True)
+        xv, wv = jt.array(x), jt.array(weights)
+        for name, function in (("kernel", cpu_kernels.log_softmax), ("plain", plain_log_softmax),
+                               ("model", model.log_softmax)):
+            y = function(xv)
+            grad = jt.grad((y * wv).sum(), xv).numpy()
+            np.testing.assert_allclose(y.numpy(), want, rtol=1e-6, atol=2e-6, err_msg=name)
+            np.testing.assert_allclose(grad, want_grad, rtol=1e-5, atol=1e-5, err_msg=name)
