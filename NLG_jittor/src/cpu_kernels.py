@@ -11,6 +11,9 @@ test_cpu_kernels.py holds them to it, values and gradients); on CUDA model.py ke
   g * (softmax(x) - (1 - eps) * onehot(t) - eps / vocab), in one pass.
 - `log_softmax(x)`: model.log_softmax (the beam search's scores) the same way, float32 out; its gradient
   g - softmax(x) * sum(g).
+- `beam_top_k(scores, logprobs, k)`: the k best continuations of each example, scores[e, r] + logprobs[e*R + r, j]
+  over all (r, j), in one pass without the [E, R * vocab] candidate tensor (gpt2_beam.top_candidates builds it,
+  then groups and sorts it: a quarter of a batched decode); ties go to the lower flat index.
 - `batched_matmul(a, b, transpose_b)`: a [..., M, K] @ b [..., K, N] (or b^T for b [..., N, K]) as one oneDNN
   sgemm per matrix, where Jittor's CPU backend multiplies 4-D tensors by broadcasting them to [..., M, K, N] and
   reducing (5x slower at 186 tokens); the gradients are the same products. oneDNN is the library Jittor's own
@@ -144,6 +147,44 @@ class LogSoftmax(jt.Function):
 
 def log_softmax(x):
     return LogSoftmax.apply(x)
+
+
+_TOP_K = """
+    @alias(scores, in0)
+    @alias(logp, in1)
+    @alias(values, out0)
+    @alias(indices, out1)
+    const int64_t examples = scores_shape0, rows = scores_shape1, vocab = logp_shape1, k = {k};
+    #pragma omp parallel for
+    for (int64_t e = 0; e < examples; e++) {{
+        float* best = values_p + e * k;
+        int32_t* where = indices_p + e * k;
+        for (int64_t i = 0; i < k; i++) {{ best[i] = -INFINITY; where[i] = INT32_MAX; }}
+        for (int64_t r = 0; r < rows; r++) {{
+            const float base = scores_p[e * rows + r];
+            const float* __restrict__ row = logp_p + (e * rows + r) * vocab;
+            for (int64_t j = 0; j < vocab; j++) {{
+                const float value = base + row[j];
+                if (!(value > best[k - 1])) continue;  // (ties keep the lower index, seen first)
+                int64_t i = k - 1;
+                for (; i > 0 && value > best[i - 1]; i--) {{ best[i] = best[i - 1]; where[i] = where[i - 1]; }}
+                best[i] = value;
+                where[i] = (int32_t)(r * vocab + j);
+            }}
+        }}
+    }}
+"""
+
+
+def beam_top_k(scores, logprobs, k):
+    """(values, indices) as numpy [E, k]: the k largest scores[e, r] + logprobs[e * R + r, j] of each example,
+    values descending, index r * vocab + j; None when an example has fewer than k finite candidates (then the
+    caller's full sort decides, as gpt2_beam.top_candidates does)."""
+    values, indices = jt.code(shapes=[(scores.shape[0], k), (scores.shape[0], k)], dtypes=["float32", "int32"],
+                              inputs=[scores, logprobs], cpu_header="#include <cmath>\n#include <cstdint>",
+                              cpu_src=_TOP_K.format(k=int(k)))
+    values, indices = values.numpy(), indices.numpy()
+    return (values, indices.astype(np.int64)) if np.isfinite(values[:, -1]).all() else None
 
 
 _SGEMM_HEADER = """

@@ -16,11 +16,13 @@ concatenates to and gathers in beam order (`beam_search(..., cache="preallocated
 bits, but no faster in Jittor: see beam_search).
 
 The Jittor mirror of NLG_pytorch/src/gpt2_beam.py, line for line but inside `top_candidates` (jt.topk
-sorts whole rows) and the model's log_softmax (sums in float64). Jittor compiles its kernels per operator
+sorts whole rows), the model's log_softmax (sums in float64), and on the CPU the candidates' top k taken by
+one C++ kernel (cpu_kernels.beam_top_k) instead of built and sorted. Jittor compiles its kernels per operator
 graph and dtype, not per input size (a new rank or a dimension of size 1 can still add kernels), so the
 growing cache and the shrinking batch reuse the kernels of the first steps; a first run on an empty
 kernel cache compiles them once (about a minute here), later runs load them from disk.
 """
+import cpu_kernels
 import numpy as np
 
 from distributed import Collective
@@ -118,8 +120,11 @@ def beam_search(model, batch, settings, cache="concat"):
         logits = penalize(model.logits(hidden[:, -1]), book, settings.repetition_penalty)
         logprobs = log_softmax(logits)
         scores = as_tensor(book.scores)  # [examples, rows per example]
-        candidates = (scores[:, :, None] + logprobs.reshape(*scores.shape, -1)).reshape(scores.shape[0], -1)
-        values, indices = top_candidates(candidates, settings.beam)
+        found = cpu_kernels.beam_top_k(scores, logprobs, settings.beam) if cpu_kernels.available(logprobs) else None
+        if found is None:
+            candidates = (scores[:, :, None] + logprobs.reshape(*scores.shape, -1)).reshape(scores.shape[0], -1)
+            found = top_candidates(candidates, settings.beam)
+        values, indices = found
         parents = book.advance(values, indices)
         if book.finished:
             return book.predictions()

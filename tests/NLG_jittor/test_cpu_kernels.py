@@ -173,3 +173,28 @@ def test_log_softmax_values_and_gradients():
             grad = jt.grad((y * wv).sum(), xv).numpy()
             np.testing.assert_allclose(y.numpy(), want, rtol=1e-6, atol=2e-6, err_msg=name)
             np.testing.assert_allclose(grad, want_grad, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+def test_beam_top_k_equals_sorting_every_candidate():
+    """Examples x beams x vocabulary as the beam search has them, banned (-inf) tokens and ended (-inf) beams
+    included; an exact tie resolves to the lower index."""
+    rng = np.random.default_rng(7)
+    examples, beams, vocab, k = 5, 4, 5003, 4
+    scores = rng.normal(-3, 1, (examples, beams)).astype(np.float32)
+    scores[1, 2] = -np.inf  # an ended beam
+    logprobs = rng.normal(-9, 2, (examples * beams, vocab)).astype(np.float32)
+    logprobs[:, 17] = -np.inf  # a banned token in every row
+    logprobs[8, 100] = logprobs[8, 200] = 5.0  # a tie at the top of example 2 (rows 8..11)
+    values, indices = cpu_kernels.beam_top_k(jt.array(scores), jt.array(logprobs), k)
+    candidates = (scores[:, :, None] + logprobs.reshape(examples, beams, vocab)).reshape(examples, -1)
+    order = np.argsort(-candidates, axis=1, kind="stable")[:, :k]
+    np.testing.assert_array_equal(indices, order)
+    np.testing.assert_array_equal(values, np.take_along_axis(candidates, order, 1))
+    assert indices[2, 0] == 100 and indices[2, 1] == 200
+
+
+def test_beam_top_k_leaves_too_few_finite_candidates_to_the_full_sort():
+    scores = np.zeros((1, 1), np.float32)
+    logprobs = np.full((1, 6), -np.inf, np.float32)
+    logprobs[0, 2] = -1.0
+    assert cpu_kernels.beam_top_k(jt.array(scores), jt.array(logprobs), 3) is None
