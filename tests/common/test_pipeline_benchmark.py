@@ -42,6 +42,9 @@ def test_different_losses_or_outputs_are_flagged_even_when_fast():
     rows = verdicts([], beam, {"pytorch": False})
     assert rows["pytorch: beam batch 16 / batch 1 examples/s"] == (
         "6.00x, outputs DIFFERENT", "pass (target >= 5) but outputs differ")
+    both = beam + [{**row, "framework": "jittor"} for row in beam]
+    rows = verdicts([], both, {"pytorch": True, "jittor": True, "cross": False})
+    assert rows["beam outputs pytorch vs jittor"] == ("DIFFERENT", "MISS")
 
 
 def test_one_against_several_processes_per_framework():
