@@ -10,7 +10,7 @@ test_cpu_kernels.py holds them to it, values and gradients); on CUDA model.py ke
   exponentials summed in float64) instead of a float64 copy of them; its gradient,
   g * (softmax(x) - (1 - eps) * onehot(t) - eps / vocab), in one pass.
 - `log_softmax(x)`: model.log_softmax (the beam search's scores) the same way, float32 out; its gradient
-  g - softmax(x) * sum(g).
+  g - softmax(x) * sum(g) in float64 (the two terms nearly cancel where softmax(x) ~ |g|).
 - `beam_top_k(scores, logprobs, k)`: the k best continuations of each example, scores[e, r] + logprobs[e*R + r, j]
   over all (r, j), in one pass without the [E, R * vocab] candidate tensor (gpt2_beam.top_candidates builds it,
   then groups and sorts it: a quarter of a batched decode); ties go to the lower flat index.
@@ -101,6 +101,7 @@ def smoothed_nll(logits, target, eps):
 _LOG_SOFTMAX = """
     @alias(x, in0)
     @alias(y, out0)
+    @alias(lse, out1)
     const int64_t vocab = x_shape{last}, rows = x_shape0 * x_stride0 / vocab;
     #pragma omp parallel for
     for (int64_t i = 0; i < rows; i++) {{
@@ -111,23 +112,26 @@ _LOG_SOFTMAX = """
         double exps = 0.0;
         for (int64_t j = 0; j < vocab; j++) exps += (double)expf(row[j] - top);
         const double log_sum = (double)top + log(exps);
+        lse_p[i] = log_sum;
         for (int64_t j = 0; j < vocab; j++) out[j] = (float)((double)row[j] - log_sum);
     }}
 """
 
 _LOG_SOFTMAX_GRAD = """
-    @alias(y, in0)
-    @alias(g, in1)
+    @alias(x, in0)
+    @alias(lse, in1)
+    @alias(g, in2)
     @alias(dx, out0)
-    const int64_t vocab = y_shape{last}, rows = y_shape0 * y_stride0 / vocab;
+    const int64_t vocab = x_shape{last}, rows = x_shape0 * x_stride0 / vocab;
     #pragma omp parallel for
     for (int64_t i = 0; i < rows; i++) {{
-        const float* __restrict__ logp = y_p + i * vocab;
+        const float* __restrict__ row = x_p + i * vocab;
         const float* __restrict__ grad = g_p + i * vocab;
         float* __restrict__ out = dx_p + i * vocab;
         double total = 0.0;
         for (int64_t j = 0; j < vocab; j++) total += (double)grad[j];
-        for (int64_t j = 0; j < vocab; j++) out[j] = grad[j] - expf(logp[j]) * (float)total;
+        for (int64_t j = 0; j < vocab; j++)  // in float64: g and p * total nearly cancel where p ~ |g|
+            out[j] = (float)((double)grad[j] - exp((double)row[j] - lse_p[i]) * total);
     }}
 """
 
@@ -137,12 +141,15 @@ class LogSoftmax(jt.Function):
 
     def execute(self, x):
         last = len(x.shape) - 1
-        self.logp = jt.code(x.shape, "float32", [x], cpu_src=_LOG_SOFTMAX.format(last=last))
-        return self.logp
+        logp, self.lse = jt.code(shapes=[x.shape, x.shape[:-1]], dtypes=["float32", "float64"], inputs=[x],
+                                 cpu_src=_LOG_SOFTMAX.format(last=last))
+        self.x = x
+        return logp
 
     def grad(self, grad_y):
-        last = len(self.logp.shape) - 1
-        return jt.code(self.logp.shape, "float32", [self.logp, grad_y], cpu_src=_LOG_SOFTMAX_GRAD.format(last=last))
+        last = len(self.x.shape) - 1
+        return jt.code(self.x.shape, "float32", [self.x, self.lse, grad_y],
+                       cpu_src=_LOG_SOFTMAX_GRAD.format(last=last))
 
 
 def log_softmax(x):
