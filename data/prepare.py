@@ -1,7 +1,8 @@
 """Prepare one NLG dataset: fetch and verify, format, sample by input, encode.
 
     python data/prepare.py --dataset {e2e,webnlg,dart,squad} [--source DIR] [--fraction 0.18] [--seed 110] [--out DIR]
-                           [--seq_len 512] [--answer_tokens 32] [--valid_fraction 0.05]   (the last three: squad only)
+                           [--seq_len 512] [--answer_tokens 32] [--valid_fraction 0.05] [--test_window beginning]
+                           (the last four: squad only)
 
 1. Raw files and the GPT-2 vocabulary come from their official locations, or with --source from a
    local mirror laid out like microsoft/LoRA's examples/NLG; every file is checked against its
@@ -38,14 +39,16 @@ STRATUM_RULES = {
     "dart": f"the lower-cased predicate of the first triple; predicates of fewer than "
             f"{sampling.DART_MIN_SHARE:.1%} of all inputs pooled as '{sampling.OTHER}'",
 }
-SQUAD_DEFAULTS = {"seq_len": 512, "answer_tokens": 32, "valid_fraction": 0.05}
+SQUAD_DEFAULTS = {"seq_len": 512, "answer_tokens": 32, "valid_fraction": 0.05, "test_window": "beginning"}
 SQUAD_SAMPLING = ("by article: each split keeps max(1, round(fraction * articles)) whole articles (by title) with all "
                   "their questions; file order kept. valid: valid_fraction of the train file's articles (at least "
                   "one), held out before sampling; test: the official dev file")
 SQUAD_TRUNCATION = ("prompts over budget get their paragraph cut at word boundaries (never the question): contexts "
                     "incl. EOS <= seq_len - answer_tokens ids; train / valid also context + completion <= seq_len, "
                     "the window keeping the first gold answer (words go from the end farther from it first); "
-                    "test keeps the paragraph's beginning (the gold answers must not steer the input)")
+                    "test keeps the paragraph's beginning (the gold answers must not steer the input), or with "
+                    "test_window 'answer' the same window around its first gold answer as training (an oracle "
+                    "passage: it measures reading the answer out of a given window, not finding it)")
 
 
 def fraction_arg(text):
@@ -89,6 +92,10 @@ def parse_args(argv):
     squad.add_argument("--valid_fraction", type=share_arg,
                        help="share of the train file's articles held out as the valid split, at least one "
                             "(default 0.05)")
+    squad.add_argument("--test_window", choices=squad_truncation.TEST_WINDOWS,
+                       help="how a test paragraph over budget is cut: its beginning (default; nothing of the answers "
+                            "steers it) or a window around its first gold answer, as in training (an oracle passage, "
+                            "for small models: it shows reading, not finding, and is reported as such)")
     args = parser.parse_args(argv)
     given = [name for name in SQUAD_DEFAULTS if getattr(args, name) is not None]
     if args.dataset != "squad" and given:
@@ -168,8 +175,9 @@ def encode_split(args, split, records, tokenizer, source):
     """(records, encoded rows, truncation counts or None); SQuAD prompts are cut to fit --seq_len."""
     if args.dataset != "squad":
         return records, encode_records(tokenizer, records), None
+    keep_answer = split != "test" or args.test_window == "answer"
     return squad_truncation.fit_records(records, tokenizer, args.seq_len, args.answer_tokens,
-                                        keep_answer=split != "test", source=source)
+                                        keep_answer=keep_answer, source=source)
 
 
 def truncation_line(split, count, args):
@@ -183,6 +191,7 @@ def truncation_line(split, count, args):
 def squad_settings(args, rebuilt_note, counts):
     return {"seq_len": args.seq_len, "answer_tokens": args.answer_tokens,
             "context_budget": args.seq_len - args.answer_tokens, "truncation": SQUAD_TRUNCATION,
+            "test_window": args.test_window,
             "valid_fraction": args.valid_fraction,
             "valid_held_out": {"articles": sum(c.inputs_full for c in counts["valid"].values()),
                                "questions": sum(c.references_full for c in counts["valid"].values())},

@@ -8,9 +8,9 @@ Stages, each skipped when it finished before with the same settings, its outputs
 JSON, checkpoints load) and its inputs are those it consumed; otherwise it runs again, and so does everything
 after it (lora_nlg/pipeline/stages.py; a failure stops the pipeline and names the stage's log):
   prepare              data/prepare.py -> data/<dataset>/<full|sampled_18pct>/
-  corpus, pretrain,    cpu preset only: the demo's base, gpt2.tiny trained as a language model on
-  export               non-E2E text by the PyTorch tree -> pretrained_checkpoints/cpu_demo_base/ (HF layout;
-                       built once, shared by the E2E and SQuAD demos)
+  corpus, pretrain,    cpu preset only: the demo's base, gpt2.tiny trained on SQuAD-train paragraphs only
+  export               (language modelling + keywords -> sentence) by the Jittor tree (--base_framework) ->
+                       pretrained_checkpoints/cpu_demo_base/ (HF layout; built once, shared by all four demos)
   per framework, in trained_models/<setup>/<dataset>/<framework>/ (gpt2_ft.py's work_dir):
   zero-shot *          cpu preset only: beam, decode and score of the base alone -> zero_shot/scores.json
   train                gpt2_ft.py: log.txt, log.jsonl, model.<step>.safetensors/.json
@@ -32,6 +32,8 @@ summary.json then give per framework and model mean ± sample standard deviation
 seed's scores, and per metric the framework difference |mean pytorch - mean jittor| against the seeds' pooled
 standard deviation. A finished seed is skipped on a rerun; adding a seed runs only the new one. Without --seeds,
 one run of the default seed in <framework>/ (the single-seed layout; its folder is not one of seed_S/).
+`--variant qv|full`: another adapter on the same data and base (the paper's q,v r=4, or full fine-tuning), in
+<run>_<variant>/, without the zero-shot stages (the lora run scores the base); scripts/run_all.py runs both for E2E.
 `--best_epoch`: beam-search the epoch-end checkpoint with the lowest validation loss (stage `best epoch`, read
 from log.jsonl) instead of the final one; chosen on the validation set, so the test set picks nothing.
 """
@@ -103,7 +105,8 @@ class Paths:
         self.data_root = os.path.abspath(args.data_root)
         self.data = os.path.join(self.data_root, args.dataset, presets.data_variant(preset.fraction_of(args.dataset)))
         self.vocab = os.path.join(self.data_root, "vocab")
-        self.run = os.path.abspath(args.out or os.path.join(ROOT, "trained_models", preset.setup, args.dataset))
+        name = args.dataset if args.variant == "lora" else f"{args.dataset}_{args.variant}"
+        self.run = os.path.abspath(args.out or os.path.join(ROOT, "trained_models", preset.setup, name))
         self.corpus = os.path.join(self.data_root, "cpu_demo_base")
         self.pretrain = os.path.join(os.path.dirname(self.run), "base")  # the cpu base, shared by its datasets
         self.base_dir = os.path.abspath(args.base_dir)
@@ -120,10 +123,11 @@ class ModelUnderTest:
     framework: str
     folder: str  # its predictions, scorer files and scores.json (the LoRA model's: gpt2_ft.py's work_dir)
     init: str  # the base checkpoint
-    adapter: Ref | None  # the trained LoRA checkpoint; None: the base alone, zero-shot
+    adapter: Ref | None  # the trained checkpoint (LoRA, or full weights); None: the base alone, zero-shot
     tests: Stage  # the stage whose outputs .test / .test_formatted it is evaluated on (prepare or test subset)
     upstream: tuple  # the stages its beam search waits for
     seed: int | None = None  # --seeds: the training seed of its adapter (None: the single-seed run, or zero-shot)
+    variant: str = "lora"  # presets.VARIANTS: what was trained
 
     @property
     def zero_shot(self):
@@ -132,7 +136,7 @@ class ModelUnderTest:
     @property
     def label(self):
         """The summary's `model` column."""
-        return "base, zero-shot" if self.zero_shot else "LoRA"
+        return "base, zero-shot" if self.zero_shot else presets.VARIANTS[self.variant].label
 
     def stage_name(self, step):
         return f"{'zero-shot ' if self.zero_shot else ''}{tagged(step, self.framework, self.seed)}"
@@ -450,12 +454,12 @@ def export_stage(paths, pretrain):
 
 
 def cpu_base_stages(args, paths):
-    """corpus -> pretrain (PyTorch) -> export: the cpu demo's base model."""
+    """corpus -> pretrain (--base_framework's tree) -> export: the cpu demo's base model."""
     argv = [sys.executable, os.path.join(ROOT, "data", "prepare_corpus.py"), "--out", paths.corpus,
             "--vocab-dir", paths.vocab] + (["--source", args.source] if args.source else []) + args.extra["corpus"]
     outputs = files_in(paths.corpus, train="train.jsonl", valid="valid.jsonl", manifest="manifest.json")
     corpus = Stage("corpus", paths.corpus, "corpus", [Command(argv)], outputs=outputs, verify=verify_data)
-    framework = "pytorch"  # the base is built once, by one tree, for both
+    framework = args.base_framework  # the base is built once, by one tree, for both
     pretrain = train_stage(f"pretrain base ({framework})", framework, corpus, paths.pretrain, presets.CPU_PRETRAIN,
                            None, ("pretrain", args.extra["pretrain"]), args.nproc)
     return [corpus, pretrain, export_stage(paths, pretrain)]
@@ -558,14 +562,14 @@ def framework_stages(framework, args, paths, init, prepare, tests, base_stages):
     subset). Every seed trains on the same data from the same base; the zero-shot base is evaluated once."""
     folder = paths.framework(framework)
     zero_shot = []
-    if args.preset_spec.zero_shot:
+    if args.preset_spec.zero_shot and args.variant == "lora":  # (a variant's run shares the base of the main run)
         base = ModelUnderTest(framework, os.path.join(folder, "zero_shot"), init, None, tests, (tests, *base_stages))
         zero_shot.append(evaluation_stages(base, args, paths))
     stages = [stage for evaluation in zero_shot for stage in evaluation.stages]
     lora = []
     for seed in args.seeds or [None]:
         work_dir = seed_folder(folder, seed)
-        settings = {**presets.train_settings(args.dataset, args.preset), "model_card": args.model_card}
+        settings = {**presets.train_settings(args.dataset, args.preset, args.variant), "model_card": args.model_card}
         if seed is not None:
             settings["random_seed"] = seed
         train = train_stage(tagged("train", framework, seed), framework, prepare, work_dir, settings, init,
@@ -574,7 +578,7 @@ def framework_stages(framework, args, paths, init, prepare, tests, base_stages):
             else None
         trained = chosen or train
         evaluation = evaluation_stages(ModelUnderTest(framework, work_dir, init, trained.outputs.checkpoint, tests,
-                                                      (trained, tests), seed), args, paths)
+                                                      (trained, tests), seed, args.variant), args, paths)
         stages += [train, *([chosen] if chosen else []), *evaluation.stages]
         lora.append(evaluation)
     return stages, [*zero_shot, *lora]
@@ -584,7 +588,8 @@ def compare_stage(args, paths, lora, seed=None):
     """scripts/compare_logs.py on the training logs of the LoRA evaluations `lora` (one per framework, of one
     seed with --seeds)."""
     suffix = "" if seed is None else f"_seed{seed}"
-    image = os.path.join(paths.img, f"{args.dataset}_{args.preset}{suffix}_alignment.png")
+    variant = "" if args.variant == "lora" else f"_{args.variant}"
+    image = os.path.join(paths.img, f"{args.dataset}{variant}_{args.preset}{suffix}_alignment.png")
     table = os.path.join(paths.run, f"alignment{suffix}.md")
     argv = [sys.executable, os.path.join(ROOT, "scripts", "compare_logs.py"), *(e.model.folder for e in lora),
             "--out", image, "--labels", *(e.model.framework for e in lora), "--md", table]
@@ -753,6 +758,15 @@ def parse_args(argv=None):
                              "launcher: torchrun for PyTorch, mpirun for Jittor. The global batch stays the preset's "
                              "(--train_batch_size / N rows in each), so a run computes what one process computes "
                              "(with LoRA dropout > 0 the masks differ); the prediction files are byte-identical")
+    variants = "; ".join(f"{v.name}: {v.label} ({' '.join(presets.as_flags(v.train))})"
+                         for v in presets.VARIANTS.values() if v.train)
+    parser.add_argument("--variant", default="lora", choices=list(presets.VARIANTS),
+                        help=f"the adapter to train: lora (the preset's); {variants}. A variant runs in "
+                             f"<run>_<variant>/ (trained_models/<setup>/<dataset>_<variant>) without the zero-shot "
+                             f"base, which the lora run scores")
+    parser.add_argument("--base_framework", default=presets.CPU_BASE_FRAMEWORK, choices=list(presets.FRAMEWORKS),
+                        help=f"cpu preset: the tree that pretrains the base (default {presets.CPU_BASE_FRAMEWORK}, "
+                             f"the faster one on the CPU); the base is the same file for both frameworks' runs")
     parser.add_argument("--dry_run", action="store_true", help="list the stages and their commands, run nothing")
     args = parser.parse_args(argv)
     if args.nproc < 1:

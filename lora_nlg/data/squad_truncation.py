@@ -12,6 +12,8 @@ contain those of fewer, so the word count is searched by bisection; only rows ov
   first, then from both ends in turn, so the model learns from text that holds its target.
 - test: the gold answers must not steer the input (that would leak where they are), so the
   paragraph's beginning is kept; questions whose every gold answer falls beyond the cut are counted.
+  data/prepare.py --test_window answer cuts test prompts like training ones instead (an oracle passage
+  around the first gold answer, for models too small to search a whole paragraph; stated as such).
 """
 import bisect
 import re
@@ -21,6 +23,7 @@ from lora_nlg.data.tokenizer import EOS_ID, encode_records
 from lora_nlg.util.errors import NLGError
 
 WORD = re.compile(r"\S+")
+TEST_WINDOWS = ("beginning", "answer")
 
 
 def fit_records(records, tokenizer, seq_len, answer_tokens, keep_answer, source):

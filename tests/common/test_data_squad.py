@@ -329,8 +329,25 @@ def test_short_seq_len_cuts_real_paragraphs_and_keeps_training_answers(tmp_path,
     assert manifest["splits"]["test"]["truncation"]["answers_cut_off"] == lost > 0
 
 
+def test_answer_test_window_cuts_test_paragraphs_around_the_first_gold_answer(tmp_path, capsys):
+    """--test_window answer (the cpu demo's oracle passage): test prompts are cut like training ones, so each cut
+    test paragraph is a window of the original holding its first gold answer; the manifest says so."""
+    manifest = run_prepare(tmp_path, "--seq_len", "128", "--answer_tokens", "32", "--test_window", "answer")
+    assert manifest["squad"]["test_window"] == "answer"
+    dev = {record["id"]: format_converting.squad_paragraph(record)
+           for record in format_converting.format_squad(str(SQUAD / "dev-v1.1.json"))[0]}
+    rows = read_records(tmp_path / "test_formatted.jsonl")
+    cut = [row for row in rows if row["truncated"]]
+    assert len(cut) == manifest["splits"]["test"]["truncation"]["truncated"] > len(rows) // 2
+    for row in cut:
+        kept = format_converting.squad_paragraph(row)
+        assert kept in dev[row["id"]] and kept != dev[row["id"]] and row["answers"][0]["text"].strip() in kept
+    assert all(len(ids["context"]) <= 96 for ids in read_records(tmp_path / "test.jsonl"))
+
+
 @pytest.mark.parametrize("argv, problem", [
     (["--dataset", "e2e", "--seq_len", "256"], "--seq_len only applies to --dataset squad"),
+    (["--dataset", "webnlg", "--test_window", "answer"], "--test_window only applies to --dataset squad"),
     (["--dataset", "dart", "--valid_fraction", "0.1"], "--valid_fraction only applies to --dataset squad"),
     (["--dataset", "squad", "--seq_len", "32"], "--answer_tokens 32 leaves no room for a prompt in --seq_len 32"),
     (["--dataset", "squad", "--valid_fraction", "1"], "argument --valid_fraction: 1: must be in (0, 1)"),

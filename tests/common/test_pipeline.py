@@ -4,6 +4,7 @@ each stage is (its role, its named outputs), and the errors.
 Nothing here runs a stage: plans are built and their commands read (the smoke test runs one)."""
 import importlib.util
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -139,17 +140,19 @@ def test_cpu_squad_demo_samples_five_percent_and_shares_the_e2e_base(tmp_path):
     e2e = plan(tmp_path, "--dataset", "e2e", "--preset", "cpu", "--framework", "jittor", "--base_dir", str(tmp_path))
     squad = plan(tmp_path, "--dataset", "squad", "--preset", "cpu", "--framework", "jittor",
                  "--base_dir", str(tmp_path))
-    assert squad["pretrain base (pytorch)"].key == e2e["pretrain base (pytorch)"].key  # built once for both demos
-    assert [flag(argv_of(squad["prepare"]), f) for f in ("--fraction", "--seq_len")] == ["0.05", "384"]
-    assert flag(argv_of(squad["train (jittor)"]), "--seq_len") == "384"
-    assert flag(argv_of(squad["zero-shot beam (jittor)"]), "--seq_len") == "384"
+    assert squad["pretrain base (jittor)"].key == e2e["pretrain base (jittor)"].key  # built once for both demos
+    prepare = argv_of(squad["prepare"])
+    assert [flag(prepare, f) for f in ("--fraction", "--seq_len", "--test_window")] == ["0.05", "160", "answer"]
+    assert flag(argv_of(squad["train (jittor)"]), "--seq_len") == "160"
+    assert flag(argv_of(squad["zero-shot beam (jittor)"]), "--seq_len") == "160"
 
 
 def test_cpu_preset_builds_a_base_then_scores_it_zero_shot_and_with_lora(tmp_path):
     stages = plan(tmp_path, "--dataset", "e2e", "--preset", "cpu", "--framework", "pytorch",
                   "--base_dir", str(tmp_path / "base"))
-    assert list(stages)[:4] == ["prepare", "corpus", "pretrain base (pytorch)", "export base"]
-    pretrain = argv_of(stages["pretrain base (pytorch)"])
+    assert list(stages)[:4] == ["prepare", "corpus", "pretrain base (jittor)", "export base"]
+    pretrain = argv_of(stages["pretrain base (jittor)"])
+    assert pretrain[0].endswith(".venv-jittor/bin/python")  # the faster tree on the CPU, whichever runs the demo
     assert [flag(pretrain, f) for f in ("--lora_dim", "--model_card", "--label_smooth")] == ["0", "gpt2.tiny", "0"]
     assert "--init_checkpoint" not in pretrain  # from scratch
     zero_shot = argv_of(stages["zero-shot beam (pytorch)"])
@@ -195,7 +198,6 @@ def test_paper_preset_without_a_checkpoint_says_how_to_get_one(tmp_path, monkeyp
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--dataset", "webnlg", "--preset", "cpu"], "--preset cpu has demos for E2E and SQuAD only"),
     (["--dataset", "e2e", "--extra", "decode=--x"], "--extra decode: unknown stage"),
     (["--dataset", "e2e", "--preset", "sampled", "--extra", "pretrain=--max_step 3"], "only the cpu preset"),
     (["--dataset", "e2e", "--test_inputs", "0"], "--test_inputs must be >= 1"),
@@ -262,11 +264,31 @@ def test_stages_read_each_others_files_by_name(tmp_path, checkpoint):
     assert flag(argv_of(stages["decode (pytorch)"]), "--input_file") == prepare.test_formatted
 
 
+@pytest.mark.parametrize("variant, flags, label", [
+    ("qv", {"--lora_dim": "4", "--lora_alpha": "32", "--lora_targets": "q,v", "--lr": "0.005"}, "LoRA q,v r=4"),
+    ("full", {"--lora_dim": "0", "--lora_dropout": "0", "--lr": "0.001"}, "full fine-tuning"),
+])
+def test_a_variant_trains_another_adapter_on_the_same_data_and_base(tmp_path, variant, flags, label):
+    argv = ["--dataset", "e2e", "--preset", "cpu", "--base_dir", str(tmp_path / "base")]
+    planned = pipeline.plan(parse(tmp_path, *argv, "--variant", variant, "--out", str(tmp_path / f"run_{variant}")))
+    stages = {stage.name: stage for stage in planned.stages}
+    main = plan(tmp_path, *argv)
+    default = pipeline.Paths(pipeline.parse_args(["--dataset", "e2e", "--preset", "cpu", "--variant", variant]))
+    assert default.run == os.path.join(pipeline.ROOT, "trained_models", "cpu_demo", f"e2e_{variant}")
+    assert not any(name.startswith("zero-shot") for name in stages)  # the main run scores the base
+    for shared in ("corpus", "pretrain base (jittor)", "export base"):
+        assert stages[shared].key == main[shared].key
+    train = argv_of(stages["train (jittor)"])
+    assert {name: flag(train, name) for name in flags} == flags
+    assert {evaluation.model.label for evaluation in planned.evaluations} == {label}
+    assert stages["compare frameworks"].outputs.image == str(tmp_path / "img" / f"e2e_{variant}_cpu_alignment.png")
+
+
 def test_cpu_base_is_pretrained_on_the_corpus_files_and_exported_by_name(tmp_path):
     stages = plan(tmp_path, "--dataset", "e2e", "--preset", "cpu", "--framework", "pytorch",
                   "--base_dir", str(tmp_path / "base"))
     corpus = stages["corpus"].outputs
-    pretrain = argv_of(stages["pretrain base (pytorch)"])
+    pretrain = argv_of(stages["pretrain base (jittor)"])
     assert (flag(pretrain, "--train_data"), flag(pretrain, "--valid_data")) == (corpus.train, corpus.valid)
     assert stages["export base"].outputs._asdict() == {"weights": str(tmp_path / "base" / "model.safetensors"),
                                                       "config": str(tmp_path / "base" / "config.json"),

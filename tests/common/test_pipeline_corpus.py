@@ -1,6 +1,8 @@
-"""The cpu demo's base: its pretraining corpus (no E2E records, every token a loss position) and its HF export."""
+"""The cpu demo's base: its pretraining corpus (keywords -> sentence records of SQuAD-train paragraphs only) and its HF
+export."""
 import json
 import pathlib
+import random
 import subprocess
 import sys
 
@@ -12,7 +14,6 @@ from lora_nlg.checkpoints.hf_export import write_hf_gpt2
 from lora_nlg.checkpoints.tensor_files import read_tensors
 from lora_nlg.data import pretrain_corpus as corpus
 from lora_nlg.data import sampling
-from lora_nlg.data.batching import make_example
 from lora_nlg.data.tokenizer import EOS_ID, GPT2Tokenizer
 from lora_nlg.model.config import GPT2Config
 from lora_nlg.model.init_weights import init_gpt2_weights
@@ -21,50 +22,27 @@ from testpaths import MIRROR, squad_train_file
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
-E2E_LIKE = [  # E2E meaning representations as DART has them, and spelling variants of the same fields
-    "The Eagle : eattype : coffee shop | The Eagle : pricerange : cheap",
-    "Zizzi : customer rating : 5 out of 5",
-    "Cotto : food : Chinese | Cotto : near : Café Rouge",  # no eatType / priceRange: still E2E
-    "Aromi : familyFriendly : yes",
-    "Aromi : family_friendly : no",
-    "Blue Spice : priceRange : high | Blue Spice : area : riverside",
-    "The Mill : Customer_Rating : low",
-]
-NOT_E2E = [
-    "Aarhus Airport : cityServed : Aarhus, Denmark",  # WebNLG
-    "Alan Bean : occupation : Test pilot | Alan Bean : birthPlace : Wheeler, Texas",
-    "Tom Smith : name : Tom | Tom Smith : club : Arsenal",  # `name` alone is not E2E
-    "[TABLECONTEXT] : [title] : Foods of Spain | Paella : region : Valencia",  # 'Foods' is not the field `food`
-    "no triple here",
-]
+def test_sentences_become_shuffled_keywords_then_the_sentence():
+    paragraph = ("The Eiffel Tower was built in 1889 for the fair. Short one. It is 330 metres tall, and it "
+                 "was the tallest structure in the world until 1930!  Was it? Yes.")
+    assert corpus.sentences(paragraph) == ["The Eiffel Tower was built in 1889 for the fair.",
+                                           "It is 330 metres tall, and it was the tallest structure in the world "
+                                           "until 1930!"]
+    record = corpus.keyword_record("The tower, the tower of Paris, was built in 1889.", random.Random(0))
+    assert record["completion"] == "The tower, the tower of Paris, was built in 1889."
+    assert sorted(record["context"].split(" | ")) == ["1889", "Paris", "built", "tower"]  # once each, no stopword
+    records = corpus.keyword_records([paragraph, paragraph], seed=3)
+    assert records == corpus.keyword_records([paragraph, paragraph], seed=3) and len(records) == 4
+    assert all(set(r["context"].split(" | ")) <= set(corpus.WORD.findall(r["completion"])) for r in records)
 
 
-def test_records_carrying_any_e2e_field_are_removed_and_others_kept():
-    records = [{"context": c, "completion": "text"} for c in E2E_LIKE + NOT_E2E]
-    kept, removed = corpus.without_e2e(records)
-    assert removed == len(E2E_LIKE)
-    assert [r["context"] for r in kept] == NOT_E2E
-
-
-def test_loss_positions_are_the_sentence_or_every_token():
-    encoded = [{"context": [10, 11, EOS_ID], "completion": [20, 21, 22, EOS_ID], "extra": 1}]
-    (text,) = corpus.record_examples(encoded, "text")
-    assert text == {"context": [10, 11, EOS_ID], "completion": [20, 21, 22, EOS_ID]}
-    (example,) = corpus.record_examples(encoded, "all")
-    assert example == {"context": [EOS_ID], "completion": [10, 11, EOS_ID, 20, 21, 22, EOS_ID]}
-    inputs, target, mask = make_example(example["context"], example["completion"], seq_len=64)
-    assert mask.sum() == len(example["completion"])  # every id is predicted, the first one from <|endoftext|>
-    assert target[mask[:len(target)] > 0].tolist() == example["completion"]
-    with pytest.raises(NLGError, match="loss_on 'some'"):
-        corpus.record_examples(encoded, "some")
-
-
-def test_paragraphs_are_cut_into_chunks_ending_in_eos():
-    chunks = corpus.chunk_examples([list(range(1, 8)), [9]], chunk_tokens=3)
-    assert [c["completion"] for c in chunks] == [[1, 2, 3], [4, 5, 6], [7, EOS_ID], [9, EOS_ID]]
-    assert all(c["context"] == [EOS_ID] for c in chunks)
-    with pytest.raises(NLGError, match="at least 2"):
-        corpus.chunk_examples([[1]], chunk_tokens=1)
+def test_validation_paragraphs_are_spread_and_never_train():
+    paragraphs = [f"p{i}" for i in range(10)]
+    train, valid = corpus.split_paragraphs(paragraphs, 3)
+    assert valid == ["p2", "p5", "p8"] and train == [p for p in paragraphs if p not in valid]
+    for count in (0, 10):
+        with pytest.raises(NLGError, match=f"{count} validation paragraphs of 10"):
+            corpus.split_paragraphs(paragraphs, count)
 
 
 def test_squad_paragraphs_are_read_once_each_and_bad_files_named(tmp_path):
@@ -82,28 +60,38 @@ def test_evenly_spaced_is_stable_and_spread():
     assert sampling.evenly_spaced([1, 2], 5) == [1, 2]
 
 
-def test_corpus_cli_writes_e2e_free_lm_examples_from_the_mirror(tmp_path):
-    """The real sources, 400 records of each: the DART part loses its E2E records (about half of it)."""
+def test_corpus_cli_writes_squad_train_paragraphs_only(tmp_path):
+    """The real source, 300 paragraphs: keyword records only (loss on the sentence, as fine-tuning); no E2E / WebNLG
+    / DART record, no question, nothing of SQuAD dev (the SQuAD demo's test set)."""
     out = tmp_path / "corpus"
     result = subprocess.run([sys.executable, str(ROOT / "data" / "prepare_corpus.py"), "--source", str(MIRROR),
-                             "--out", str(out), "--vocab-dir", str(tmp_path / "vocab"), "--limit", "400",
-                             "--valid_examples", "16"], capture_output=True, text=True)
+                             "--out", str(out), "--vocab-dir", str(tmp_path / "vocab"), "--paragraphs", "300",
+                             "--valid_paragraphs", "20"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     manifest = json.loads((out / "manifest.json").read_text())
-    dart = manifest["sources"]["dart/train"]
-    assert dart["records"] == 400 and dart["e2e_records_removed"] > 0
-    assert dart["kept"] + dart["e2e_records_removed"] == 400
-    squad_train = manifest["sources"]["squad/train"]
-    assert squad_train["paragraphs"] == 400 and squad_train["file"].endswith(squad_train_file())
+    assert manifest["source"]["file"].endswith(squad_train_file()) and manifest["source"]["paragraphs"] == 300
+    files = manifest["files"]
+    assert files["train.jsonl"]["paragraphs"] == 280 and files["valid.jsonl"]["paragraphs"] == 20
     tokenizer = GPT2Tokenizer(tmp_path / "vocab")
-    rows = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
-    assert len(rows) == manifest["files"]["train.jsonl"]["examples"]
-    squad = squad_train["chunks"]
-    assert all(row["context"] == [EOS_ID] for row in rows[-squad:])  # plain text: every token has a loss
-    assert all(row["context"][-1] == EOS_ID and len(row["context"]) > 1 for row in rows[:-squad])  # records
-    text = tokenizer.decode([i for row in rows for i in row["context"] + row["completion"]])
-    assert " : eattype : " not in text and " : pricerange : " not in text and "Alimentum" not in text
-    assert len((out / "valid.jsonl").read_text().splitlines()) == 16
+    rows = {name: [json.loads(line) for line in (out / name).read_text().splitlines()]
+            for name in ("train.jsonl", "valid.jsonl")}
+    for name, examples in rows.items():
+        counts = files[name]
+        assert len(examples) == counts["examples"] > counts["paragraphs"]  # a record per sentence
+        assert sum(len(row["completion"]) for row in examples) == counts["loss_tokens"]
+        assert sum(len(row["context"]) + len(row["completion"]) for row in examples) == counts["tokens"]
+        for row in examples[:50]:  # keywords, <|endoftext|>, the sentence, <|endoftext|>
+            keywords, sentence = tokenizer.decode(row["context"][:-1]), tokenizer.decode(row["completion"][:-1])
+            assert row["context"][-1] == row["completion"][-1] == EOS_ID
+            assert set(keywords.split(" | ")) <= set(corpus.WORD.findall(sentence))
+    text = {name: tokenizer.decode([i for row in examples for i in row["context"] + row["completion"]])
+            for name, examples in rows.items()}
+    assert " : " not in text["train.jsonl"] and "?<|endoftext|>" not in text["train.jsonl"]
+    dev = json.loads(pathlib.Path(MIRROR, "data", "squad", "dev-v1.1.json").read_text())["data"]
+    dev_sentence = dev[0]["paragraphs"][0]["context"][:80]
+    assert dev_sentence not in text["train.jsonl"] and dev_sentence not in text["valid.jsonl"]
+    first_valid = text["valid.jsonl"][:60]
+    assert first_valid not in text["train.jsonl"]  # held-out paragraphs do not train
 
 
 def test_hf_export_reads_back_equal_with_transformer_prefixed_keys(tmp_path):

@@ -187,7 +187,7 @@ def test_seeds_change_only_the_training_seed_and_the_folders(tmp_path):
     single = plan(tmp_path, "--dataset", "e2e", "--preset", "cpu", "--base_dir", str(tmp_path / "b"))
     several = plan(tmp_path, "--dataset", "e2e", "--preset", "cpu", "--base_dir", str(tmp_path / "b"),
                    "--seeds", "111,112")
-    shared = ["prepare", "corpus", "pretrain base (pytorch)", "export base",
+    shared = ["prepare", "corpus", "pretrain base (jittor)", "export base",
               *(f"zero-shot {step} ({fw})" for fw in FRAMEWORKS for step in ("beam", "decode", "score"))]
     for name in shared:  # the same data, base and zero-shot evaluation as without --seeds: done once for both
         assert several[name].key == single[name].key

@@ -22,7 +22,7 @@ def run_pipeline(tmp_path, valid):
         [sys.executable, str(ROOT / "scripts" / "pipeline.py"), "--dataset", "e2e", "--preset", "cpu",
          "--framework", "pytorch", "--source", str(MIRROR), "--out", str(tmp_path / "run"),
          "--data_root", str(tmp_path / "data"), "--base_dir", str(tmp_path / "hf_base"), "--test_inputs", "3",
-         "--extra", "corpus=--limit 60 --valid_examples 4",
+         "--base_framework", "pytorch", "--extra", "corpus=--paragraphs 40 --valid_paragraphs 4",
          "--extra", f"pretrain=--max_step 2 --train_batch_size 4 --log_interval 1 --valid_data {valid}",
          "--extra", f"train=--max_step 2 --log_interval 1 --valid_data {valid}",
          "--extra", "beam=--beam 2 --eval_len 6"],
@@ -84,4 +84,5 @@ def test_squad_cpu_demo_answers_and_scores_em_f1(tmp_path):
         ids = [qa["id"] for article in reference["data"] for p in article["paragraphs"] for qa in p["qas"]]
         assert len(ids) >= 3 and set(predictions) == set(ids) and all("\n" not in a for a in predictions.values())
     manifest = json.loads((tmp_path / "data" / "squad" / "sampled_5pct" / "manifest.json").read_text())
-    assert manifest["fraction"] == 0.05 and manifest["squad"]["seq_len"] == 384
+    assert manifest["fraction"] == 0.05 and manifest["squad"]["seq_len"] == 160
+    assert manifest["squad"]["test_window"] == "answer"

@@ -77,9 +77,9 @@ def test_pipeline_nproc_keeps_the_global_batch_and_launches_every_training_and_b
     args = pipeline.parse_args(["--dataset", "e2e", "--preset", "cpu", "--nproc", "2", "--out", str(tmp_path / "r"),
                                 "--data_root", str(tmp_path / "d"), "--img_dir", str(tmp_path / "i")])
     stages = {stage.name: stage for stage in pipeline.plan(args).stages}
-    for name in ("pretrain base (pytorch)", "train (pytorch)", "beam (pytorch)"):
+    for name in ("train (pytorch)", "beam (pytorch)"):
         assert "torch.distributed.run" in stages[name].steps[0].argv
-    for name in ("train (jittor)", "beam (jittor)"):
+    for name in ("pretrain base (jittor)", "train (jittor)", "beam (jittor)"):
         assert any(str(item).endswith("mpirun") for item in stages[name].steps[0].argv)
     train = [str(item) for item in stages["train (pytorch)"].steps[0].argv]
     assert train[train.index("--train_batch_size") + 1] == "4"  # the preset's 8 rows, 4 in each process
