@@ -122,7 +122,8 @@ PRESETS = {
                "log_interval": 50, "eval_interval": 1000, "save_interval": 1000},
         beam={"batch_size": 32},
         pretrained=None, zero_shot=True,
-        note="2 CPU cores: gpt2.tiny pretrained here on SQuAD-train paragraphs only, then LoRA on a sample",
+        note="2 CPU cores: gpt2.tiny pretrained here on keywords -> sentence records of SQuAD-train paragraphs only, "
+             "then LoRA on a sample",
         by_dataset={
             "e2e": {"train": {"max_step": 800}},
             # 18% of WebNLG's inputs per category (train and test: seen and unseen categories both)
