@@ -264,6 +264,15 @@ def test_stages_read_each_others_files_by_name(tmp_path, checkpoint):
     assert flag(argv_of(stages["decode (pytorch)"]), "--input_file") == prepare.test_formatted
 
 
+def test_every_cpu_demo_keeps_the_papers_per_dataset_settings():
+    dart = presets.train_settings("dart", "cpu")
+    assert (dart["weight_decay"], dart["lora_dropout"], dart["label_smooth"]) == (0.0, 0.0, 0.0)
+    for dataset in ("e2e", "webnlg", "squad"):
+        settings = presets.train_settings(dataset, "cpu")
+        assert (settings["weight_decay"], settings["lora_dropout"], settings["label_smooth"]) == (0.01, 0.1, 0.1)
+    assert presets.DATASETS["webnlg"].subsets == ("all", "seen", "unseen")
+
+
 @pytest.mark.parametrize("variant, flags, label", [
     ("qv", {"--lora_dim": "4", "--lora_alpha": "32", "--lora_targets": "q,v", "--lr": "0.005"}, "LoRA q,v r=4"),
     ("full", {"--lora_dim": "0", "--lora_dropout": "0", "--lr": "0.001"}, "full fine-tuning"),
