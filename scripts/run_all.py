@@ -5,8 +5,10 @@
 Runs scripts/pipeline.py for E2E, WebNLG, DART and SQuAD, then E2E again with the `qv` and `full` variants (the
 paper's q,v adapter and full fine-tuning beside the preset's adapter), each printing its stages' times, in
 <out_root>/<dataset>[_<variant>]/; then writes <out_root>/summary.md (lora_nlg/pipeline/overview.py): every dataset x
-framework x model with its main metrics, trainable parameters and training time, and the wall time of each run.
-Finished stages are skipped, so a rerun continues where one stopped. Other flags go to every pipeline run unchanged.
+framework x model with its main metrics, trainable parameters and training time, and each run's time (its stages'
+times as their done-markers recorded them, and this call's wall time). Finished stages are skipped, so a rerun
+continues where one stopped, and the recorded times still add up to the whole run's. Other flags go to every
+pipeline run unchanged.
 """
 import argparse
 import json
@@ -62,14 +64,19 @@ def run_argv(args, run):
     return argv, dataset, variant
 
 
-def evaluated_rows(argv):
-    """The summary rows of one finished run: one per evaluated model, from its stages' markers and files."""
+def finished_run(argv):
+    """(summary rows, {done-marker: seconds} of every stage) of one finished run, from its stages' markers and
+    files: a row per evaluated model."""
     planned = pipeline.plan(pipeline.parse_args(argv))
+    seconds_of = {}
+    for stage in planned.stages:
+        marker = stage.finished()
+        if marker is None:
+            raise NLGError(f"{stage.path('done.json')}: stage {stage.name!r} has not finished with these settings")
+        seconds_of[stage.path("done.json")] = marker["seconds"]
     rows = []
     for evaluation in planned.evaluations:
         model = evaluation.model
-        if not evaluation.score.finished():
-            raise NLGError(f"{evaluation.score.path('done.json')}: {evaluation.score.name} has not finished")
         with open(evaluation.score.outputs.scores, encoding="utf-8") as f:
             scores = json.load(f)
         trainable = seconds = None
@@ -81,7 +88,7 @@ def evaluated_rows(argv):
             trainable = start["trainable_params"]
         rows.append({"framework": model.framework, "model": model.label, "trainable": trainable,
                      "train_seconds": seconds, "scores": scores})
-    return rows
+    return rows, seconds_of
 
 
 def main(argv=None):
@@ -89,7 +96,7 @@ def main(argv=None):
     args = parse_args(given)
     script = os.path.join(ROOT, "scripts", "pipeline.py")
     clock = time.perf_counter()
-    run_times, sections = [], {}
+    run_times, sections, counted = [], {}, {}
     for run in args.only:
         run_flags, dataset, variant = run_argv(args, run)
         name = f"{dataset} ({presets.VARIANTS[variant].label})" if variant else dataset
@@ -97,9 +104,13 @@ def main(argv=None):
         started = time.perf_counter()
         if subprocess.run([sys.executable, script, *run_flags]).returncode != 0:
             raise NLGError(f"the {name} run failed (its error is above); rerunning run_all continues from there")
-        run_times.append((name, time.perf_counter() - started))
-        print(f"[run_all] {name}: finished in {format_seconds(run_times[-1][1])}", flush=True)
-        sections.setdefault(dataset, []).extend(evaluated_rows(run_flags))
+        wall = time.perf_counter() - started
+        print(f"[run_all] {name}: finished in {format_seconds(wall)}", flush=True)
+        rows, seconds_of = finished_run(run_flags)
+        sections.setdefault(dataset, []).extend(rows)
+        own = {path: seconds for path, seconds in seconds_of.items() if path not in counted}  # (the base: once)
+        counted.update(own)
+        run_times.append((name, sum(own.values()), wall))
     preset = presets.PRESETS[args.preset]
     text = overview.markdown(f"All datasets, preset {args.preset}: {preset.note}",
                              shlex.join(["bash", "scripts/run_all.sh", *given]), sections, run_times,
