@@ -30,6 +30,7 @@ from lora_nlg.data.records import FORMATTERS, load_records
 from lora_nlg.data.tokenizer import GPT2Tokenizer, encode_records
 from lora_nlg.util.errors import NLGError, run_cli
 from lora_nlg.util.files import atomic_open, sha256_file
+from lora_nlg.util.flags import positive_int
 from lora_nlg.util.jsonl import write_jsonl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,13 +63,6 @@ def share_arg(text):
     value = float(text)
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"{text}: must be in (0, 1)")
-    return value
-
-
-def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text}: must be at least 1")
     return value
 
 

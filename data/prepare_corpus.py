@@ -19,16 +19,10 @@ from lora_nlg.data.sampling import evenly_spaced
 from lora_nlg.data.tokenizer import GPT2Tokenizer, encode_records
 from lora_nlg.util.errors import run_cli
 from lora_nlg.util.files import atomic_open, sha256_file
+from lora_nlg.util.flags import positive_int
 from lora_nlg.util.jsonl import write_jsonl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text}: must be >= 1")
-    return value
 
 
 def parse_args(argv):

@@ -1,4 +1,5 @@
-"""Flag checks shared by the train and beam CLIs of both trees."""
+"""Flag checks shared by the train and beam CLIs of both trees, and argparse types of the data CLIs."""
+import argparse
 import re
 
 from lora_nlg.util.errors import NLGError
@@ -7,6 +8,14 @@ DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")  # --device values; each tr
 EXACT_HELP = ("on CUDA: float32 matmuls in full float32 (default there: TF32 tensor cores, a 10-bit mantissa in "
               "the products, ~1e-3 relative) and the written-out attention instead of the fused one; no effect on "
               "CPU, which always computes this way")
+
+
+def positive_int(text):
+    """argparse type: an int of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: must be at least 1")
+    return value
 
 
 class DeviceError(NLGError):
