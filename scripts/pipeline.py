@@ -8,8 +8,8 @@ Stages, each skipped when it finished before with the same settings, its outputs
 JSON, checkpoints load) and its inputs are those it consumed; otherwise it runs again, and so does everything
 after it (lora_nlg/pipeline/stages.py; a failure stops the pipeline and names the stage's log):
   prepare              data/prepare.py -> data/<dataset>/<full|sampled_18pct>/
-  corpus, pretrain,    cpu preset only: the demo's base, gpt2.tiny trained on SQuAD-train paragraphs only
-  export               (language modelling + keywords -> sentence) by the Jittor tree (--base_framework) ->
+  corpus, pretrain,    cpu preset only: the demo's base, gpt2.tiny trained on keywords -> sentence records of
+  export               SQuAD-train paragraphs only, by the Jittor tree (--base_framework) ->
                        pretrained_checkpoints/cpu_demo_base/ (HF layout; built once, shared by all four demos)
   per framework, in trained_models/<setup>/<dataset>/<framework>/ (gpt2_ft.py's work_dir):
   zero-shot *          cpu preset only: beam, decode and score of the base alone -> zero_shot/scores.json

@@ -157,8 +157,7 @@ def get_preset(name, dataset):
         raise NLGError(f"unknown preset {name!r} (choose from {', '.join(PRESETS)})")
     if dataset not in DATASETS:
         raise NLGError(f"unknown dataset {dataset!r} (choose from {', '.join(DATASETS)})")
-    preset = PRESETS[name]
-    return preset
+    return PRESETS[name]
 
 
 def data_variant(fraction):
