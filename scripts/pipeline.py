@@ -105,8 +105,8 @@ class Paths:
         self.data_root = os.path.abspath(args.data_root)
         self.data = os.path.join(self.data_root, args.dataset, presets.data_variant(preset.fraction_of(args.dataset)))
         self.vocab = os.path.join(self.data_root, "vocab")
-        name = args.dataset if args.variant == "lora" else f"{args.dataset}_{args.variant}"
-        self.run = os.path.abspath(args.out or os.path.join(ROOT, "trained_models", preset.setup, name))
+        self.run = os.path.abspath(args.out or os.path.join(ROOT, "trained_models", preset.setup,
+                                                            presets.run_name(args.dataset, args.variant)))
         self.corpus = os.path.join(self.data_root, "cpu_demo_base")
         self.pretrain = os.path.join(os.path.dirname(self.run), "base")  # the cpu base, shared by its datasets
         self.base_dir = os.path.abspath(args.base_dir)
@@ -588,8 +588,8 @@ def compare_stage(args, paths, lora, seed=None):
     """scripts/compare_logs.py on the training logs of the LoRA evaluations `lora` (one per framework, of one
     seed with --seeds)."""
     suffix = "" if seed is None else f"_seed{seed}"
-    variant = "" if args.variant == "lora" else f"_{args.variant}"
-    image = os.path.join(paths.img, f"{args.dataset}{variant}_{args.preset}{suffix}_alignment.png")
+    run = presets.run_name(args.dataset, args.variant)
+    image = os.path.join(paths.img, f"{run}_{args.preset}{suffix}_alignment.png")
     table = os.path.join(paths.run, f"alignment{suffix}.md")
     argv = [sys.executable, os.path.join(ROOT, "scripts", "compare_logs.py"), *(e.model.folder for e in lora),
             "--out", image, "--labels", *(e.model.framework for e in lora), "--md", table]

@@ -26,7 +26,7 @@ from lora_nlg.util.errors import NLGError, run_cli
 from lora_nlg.util.files import atomic_open
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RUNS = ("e2e", "webnlg", "dart", "squad", "e2e_qv", "e2e_full")  # <dataset>[_<variant>]: also the run folders
+RUNS = (*presets.DATASETS, presets.run_name("e2e", "qv"), presets.run_name("e2e", "full"))  # also the run folders
 OWN_FLAGS = ("--dataset", "--variant", "--out", "--seeds", "--dry_run")  # run_all sets or cannot combine them
 
 
@@ -58,8 +58,8 @@ def run_list(text):
 
 def run_argv(args, run):
     """scripts/pipeline.py's flags for one run (`e2e`, `e2e_qv`, ...), and its dataset."""
-    dataset, _, variant = run.partition("_")
-    argv = ["--dataset", dataset, "--variant", variant or "lora", "--preset", args.preset,
+    dataset, variant = presets.split_run_name(run)
+    argv = ["--dataset", dataset, "--variant", variant, "--preset", args.preset,
             "--out", os.path.join(args.out_root, run), *args.passed]
     return argv, dataset, variant
 
@@ -99,7 +99,7 @@ def main(argv=None):
     run_times, sections, counted = [], {}, {}
     for run in args.only:
         run_flags, dataset, variant = run_argv(args, run)
-        name = f"{dataset} ({presets.VARIANTS[variant].label})" if variant else dataset
+        name = dataset if variant == "lora" else f"{dataset} ({presets.VARIANTS[variant].label})"
         print(f"[run_all] {name}: {shlex.join(['python', 'scripts/pipeline.py', *run_flags])}", flush=True)
         started = time.perf_counter()
         if subprocess.run([sys.executable, script, *run_flags]).returncode != 0:

@@ -152,6 +152,17 @@ VARIANTS = {
 }
 
 
+def run_name(dataset, variant="lora"):
+    """A run's name, which names its folder and figures: the dataset, then `_<variant>` unless it is LoRA."""
+    return dataset if variant == "lora" else f"{dataset}_{variant}"
+
+
+def split_run_name(name):
+    """(dataset, variant) of a run_name."""
+    dataset, _, variant = name.partition("_")
+    return dataset, variant or "lora"
+
+
 def get_preset(name, dataset):
     if name not in PRESETS:
         raise NLGError(f"unknown preset {name!r} (choose from {', '.join(PRESETS)})")

@@ -293,6 +293,14 @@ def test_a_variant_trains_another_adapter_on_the_same_data_and_base(tmp_path, va
     assert stages["compare frameworks"].outputs.image == str(tmp_path / "img" / f"e2e_{variant}_cpu_alignment.png")
 
 
+def test_run_names_split_back_into_dataset_and_variant():
+    """Run folders, figures and run_all's --only use the same names; every dataset name is free of `_`."""
+    names = {presets.run_name(d, v): (d, v) for d in presets.DATASETS for v in presets.VARIANTS}
+    assert len(names) == len(presets.DATASETS) * len(presets.VARIANTS)
+    assert all(presets.split_run_name(name) == pair for name, pair in names.items())
+    assert presets.run_name("e2e") == "e2e" and presets.run_name("dart", "qv") == "dart_qv"
+
+
 def test_cpu_base_is_pretrained_on_the_corpus_files_and_exported_by_name(tmp_path):
     stages = plan(tmp_path, "--dataset", "e2e", "--preset", "cpu", "--framework", "pytorch",
                   "--base_dir", str(tmp_path / "base"))
