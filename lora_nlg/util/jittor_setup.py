@@ -53,9 +53,8 @@ CUDNN8_LIBRARIES = ("libcudnn.so", "libcudnn_ops_infer.so", "libcudnn_ops_train.
 JITTOR_VARIABLES = ("nvcc_path", "use_cutlass", "conv_opt", "use_mkl", "log_silent", "use_mpi",
                     "use_parallel_op_compiler")
 # decided anew by each process: jittor_env removes them after the import, so that a child process (a rank that
-# mpirun starts from a process that is not one, a run on a GPU started from a CPU-only one) does not inherit
-# this process's answer
-PER_PROCESS = ("use_mpi", "use_parallel_op_compiler")
+# mpirun starts from a process that is not one) does not inherit this process's answer
+PER_PROCESS = ("use_mpi",)
 MPI_SIZE = "OMPI_COMM_WORLD_SIZE"  # set by Open MPI's mpirun in each process it starts (as Jittor checks)
 
 
