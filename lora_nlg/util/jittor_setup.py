@@ -25,8 +25,8 @@ cuDNN 8, no GPU) without any CUDA or Jittor:
 Why serial compilation on the CPU: processes that compiled many kernels at once with Jittor's threaded
 compiler (a cold kernel cache: a fresh clone, a new machine) intermittently aborted on glibc heap corruption
 or hung in malloc afterwards, in the test suite and in CI; none did with a warm cache. Compiling one kernel at a
-time nearly doubles the compile time of that first run: the Jittor tests from a fresh clone took 12 min 58 s
-instead of 9 min 36 s on 2 cores (5 min 31 s with a warm cache; later runs are unchanged). On CUDA the threaded compiler is kept: nvcc is
+time costs that first run about a third more compile time: the Jittor tests on a cold cache took 10 min 51 s
+instead of ~9 min 30 s on 2 cores (5 min 31 s warm). On CUDA the threaded compiler is kept: nvcc is
 slow enough that one at a time would add many minutes to a first run, and no such crash has been seen there.
 
 Variables the user set beforehand are never overridden (except that a refusal is still a refusal). Why the
