@@ -6,8 +6,6 @@ facts about the machine (its table lists every case), in short:
 - no CUDA GPU: `nvcc_path` empty, or Jittor tries to compile CUDA kernels and fails;
 - a CUDA 11.x / 12.x toolkit: `nvcc_path` set to it, `use_cutlass=0` (Jittor would download cutlass;
   nothing here uses it), `conv_opt=1` when no cuDNN 8 is installed (Jittor opens cuDNN 8's file names);
-- the CPU: `use_parallel_op_compiler=0` (kernels compiled one at a time; the threaded compiler now and then
-  corrupted the heap of a process compiling a cold cache);
 - a CUDA 13+ toolkit: Jittor 1.3.11 cannot build against it; we stop with one line saying how to
   point `nvcc_path` at a CUDA 11.x / 12.x one;
 - oneDNN, cub, cutt, nccl: Jittor copies them from the jittor-offline package (requirement_jittor.txt)

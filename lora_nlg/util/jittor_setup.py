@@ -19,15 +19,7 @@ cuDNN 8, no GPU) without any CUDA or Jittor:
 |                                                | libcudnn_{ops,cnn}_{infer,train}.so (cuDNN 9 has no such files) |
 | no oneDNN placed and no jittor-offline archive | use_mkl=0 (slower CPU matmul), with a note                     |
 | not started by mpirun                          | use_mpi=0: Jittor builds and starts MPI only for an mpirun run  |
-| CPU                                            | use_parallel_op_compiler=0: kernels compiled one at a time      |
 | started by mpirun with use_mpi=0 set           | refused: one line (Jittor would fail inside its import)         |
-
-Why serial compilation on the CPU: processes that compiled many kernels at once with Jittor's threaded
-compiler (a cold kernel cache: a fresh clone, a new machine) intermittently aborted on glibc heap corruption
-or hung in malloc afterwards, in the test suite and in CI; none did with a warm cache. Compiling one kernel at a
-time costs that first run about a third more compile time: the Jittor tests on a cold cache took 10 min 51 s
-instead of ~9 min 30 s on 2 cores (5 min 31 s warm). On CUDA the threaded compiler is kept: nvcc is
-slow enough that one at a time would add many minutes to a first run, and no such crash has been seen there.
 
 Variables the user set beforehand are never overridden (except that a refusal is still a refusal). Why the
 CUDA 13 refusal: Jittor 1.3.11's helper_cuda.h reads cudaDeviceProp fields that CUDA 13 removed, it
@@ -50,8 +42,7 @@ NVCC_CANDIDATES = ("/usr/local/cuda/bin/nvcc", "/usr/bin/nvcc", "/opt/cuda/bin/n
 # the cuDNN 8 files Jittor 1.3.11 opens when conv_opt is 0 (jittor/compile_extern.py, setup_cuda_lib)
 CUDNN8_LIBRARIES = ("libcudnn.so", "libcudnn_ops_infer.so", "libcudnn_ops_train.so", "libcudnn_cnn_infer.so",
                     "libcudnn_cnn_train.so")
-JITTOR_VARIABLES = ("nvcc_path", "use_cutlass", "conv_opt", "use_mkl", "log_silent", "use_mpi",
-                    "use_parallel_op_compiler")
+JITTOR_VARIABLES = ("nvcc_path", "use_cutlass", "conv_opt", "use_mkl", "log_silent", "use_mpi")
 # decided anew by each process: jittor_env removes them after the import, so that a child process (a rank that
 # mpirun starts from a process that is not one) does not inherit this process's answer
 PER_PROCESS = ("use_mpi",)
@@ -140,8 +131,6 @@ def decide(facts):
                      f"(slower CPU matmul). Run scripts/setup_env.sh to install it.")
 
     def result(device, reason, **more):
-        if device == "cpu":  # the threaded kernel compiler corrupts the heap now and then (module docstring)
-            env["use_parallel_op_compiler"] = "0"
         return Decision(device, {k: v for k, v in env.items() if k not in user}, reason, notes, **more)
 
     if not gpu_visible(facts.nvidia_smi, facts.cuda_visible_devices):

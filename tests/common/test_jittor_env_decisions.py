@@ -58,8 +58,7 @@ def test_no_nvidia_smi_means_cpu_even_with_a_cuda_13_toolkit():
     """This machine: a CUDA 13 toolkit but no driver; Jittor must run on the CPU, not refuse."""
     decision = decide(Facts(nvidia_smi=False, nvcc_path="/usr/local/cuda/bin/nvcc", dnnl_placed=True))
     assert decision.error is None and decision.device == "cpu"
-    assert decision.env == {"log_silent": "1", "use_cutlass": "0", "use_mpi": "0", "nvcc_path": "",
-                            "use_parallel_op_compiler": "0"}
+    assert decision.env == {"log_silent": "1", "use_cutlass": "0", "use_mpi": "0", "nvcc_path": ""}
 
 
 @pytest.mark.parametrize("facts, reason", [
@@ -98,16 +97,6 @@ def test_variables_the_user_set_are_kept():
     facts = gpu(NVCC_12_4, cudnn=CUDNN9, environ={"use_cutlass": "1", "conv_opt": "0", "log_silent": "0",
                                                   "use_mpi": "1"})
     assert decide(facts).env == {"nvcc_path": "/usr/local/cuda-12.4/bin/nvcc"}
-
-
-def test_kernels_compile_one_at_a_time_on_the_cpu_only():
-    """Jittor's threaded kernel compiler: off on the CPU (heap corruption seen there), kept for nvcc on CUDA."""
-    assert decide(Facts()).env["use_parallel_op_compiler"] == "0"
-    assert decide(gpu(NVCC_12_4, nvcc="", environ={"nvcc_path": ""})).env["use_parallel_op_compiler"] == "0"
-    assert "use_parallel_op_compiler" not in decide(gpu(NVCC_12_4)).env
-    assert "use_parallel_op_compiler" not in decide(Facts(environ={"use_parallel_op_compiler": "8"})).env
-    assert jittor_setup.gather_facts({"use_parallel_op_compiler": "8", "PATH": ""}).environ == {
-        "use_parallel_op_compiler": "8"}
 
 
 def test_mpi_is_built_and_started_only_under_mpirun():
