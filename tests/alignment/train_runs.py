@@ -1,7 +1,7 @@
 """Framework-free helpers for tests that run gpt2_ft.py: synthetic data, a micro card, argv, log events.
 
-Only numpy and lora_nlg here, so the Jittor tests (which must never import torch) use them too; the
-PyTorch tree's gpt2_ft.py is run as a `.venv-torch/bin/python` subprocess (`start_torch_ft`).
+Only numpy and lora_nlg here, so the Jittor tests (which must never import torch) use them too; either tree's
+gpt2_ft.py runs as a subprocess of its own venv (`start_ft`).
 """
 import math
 import os
@@ -54,14 +54,14 @@ def reference_eval_line(e):
     return template % (e["eval"], e["step"], e["time_s"], e["valid_loss"], e["valid_ppl"], e["best_ppl"])
 
 
-def start_torch_ft(argv):
-    """Start the PyTorch tree's gpt2_ft.py as a subprocess (cwd NLG_pytorch, as its docs run it); its output is
-    in the work dir's logs. It gets one thread: tests run it beside other work (Jittor, a second run) on few
-    cores, where more threads only contend."""
-    return subprocess.Popen([framework_python("pytorch"), "src/gpt2_ft.py", *map(str, argv)],
-                            cwd=framework_cwd("pytorch"),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+def start_ft(framework, argv):
+    """Start a tree's gpt2_ft.py as a subprocess (cwd NLG_<framework>, as its docs run it); its output is in the
+    work dir's logs. PyTorch gets one thread: tests run it beside other work (Jittor, a second run) on few cores,
+    where more threads only contend."""
+    threads = {"OMP_NUM_THREADS": "1"} if framework == "pytorch" else {}
+    return subprocess.Popen([framework_python(framework), "src/gpt2_ft.py", *map(str, argv)],
+                            cwd=framework_cwd(framework), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, **threads})
 
 
 def finish(process, timeout=600):
